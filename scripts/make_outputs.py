@@ -35,9 +35,28 @@ def normalise(nb: nbformat.NotebookNode) -> None:
             continue
         count += 1
         cell.execution_count = count
+        cell.outputs = merge_streams(cell.outputs)
         for output in cell.outputs:
             if "execution_count" in output:
                 output.execution_count = count
+
+
+def merge_streams(outputs: list) -> list:
+    """Join consecutive stream outputs of the same name: how a kernel splits a print into
+    messages depends on timing, so unmerged streams would differ from run to run."""
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (
+            output.output_type == "stream"
+            and previous is not None
+            and previous.output_type == "stream"
+            and previous.name == output.name
+        ):
+            previous.text += output.text
+        else:
+            merged.append(output)
+    return merged
 
 
 def run_notebook(path: Path, timeout: int = 600) -> float:

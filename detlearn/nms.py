@@ -1,0 +1,288 @@
+"""Non-maximum suppression: greedy (plain and per class) and Gaussian soft-NMS.
+
+Greedy NMS visits boxes by decreasing score; each box that survives is kept
+and suppresses every later box whose IoU with it is greater than
+``iou_threshold`` (IoU exactly equal to the threshold is kept). Two versions
+compute the same result:
+
+* :func:`nms_reference` is the textbook loop, one kept box at a time; it is
+  the readable form that chapter 8 shows.
+* :func:`nms` is the fast one. It visits the boxes in tiles of a few hundred:
+  inside a tile the greedy rule is applied sequentially on a small
+  tile x tile table, then the tile's kept boxes suppress all later boxes in
+  one vectorised step, and suppressed boxes are dropped before the next tile.
+  It never builds an N x N matrix.
+
+Both follow torchvision's CPU kernel exactly: scores are sorted with a
+*stable* descending sort (so ties are visited by increasing index), and
+IoU is computed with the same floating-point operations in the boxes' dtype,
+``inter / ((area_i + area_j) - inter)``, so the kept indices equal
+``torchvision.ops.nms`` even for pairs whose IoU rounds onto the threshold.
+A pair of zero-area boxes has IoU 0 here and never suppresses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from detlearn import _checks
+from detlearn.boxes import _columns, _inter_union_columns, _iou
+
+__all__ = ["nms", "batched_nms", "soft_nms", "nms_reference"]
+
+# Sizes of the fast NMS's steps. Each tile x tile table and each block of IoU
+# values stays below PyTorch's parallel grain (32768 elements), so it runs on
+# the calling thread: for work this small, waking a thread pool costs more
+# than it saves, and a blocked pool thread on a busy machine costs far more.
+_TILE = 181  # boxes decided per step (181 * 181 < 32768)
+_BLOCK = 32_767  # most IoU values computed at once
+
+
+def _threshold_in(dtype: torch.dtype, iou_threshold: float) -> float:
+    """The threshold to compare IoU values of ``dtype`` against.
+
+    torchvision's kernel compares a float32 IoU with the *double* threshold.
+    PyTorch would round the threshold to float32 first, and for a threshold
+    such as 0.1 (not a float32) that flips ``iou > threshold`` for the float32
+    just above it. Rounding the threshold *down* to a float32 t gives the same
+    test: a float32 x is > the double exactly when x > t.
+    """
+    if dtype != torch.float32:
+        return iou_threshold
+    t = np.float32(iou_threshold)
+    if float(t) > iou_threshold:  # compare as Python floats, i.e. doubles
+        t = np.nextafter(t, np.float32(-np.inf))
+    return float(t)
+
+
+def _empty_indices(device: torch.device) -> Tensor:
+    return torch.empty(0, dtype=torch.int64, device=device)
+
+
+# --- the textbook version ------------------------------------------------------------------
+
+
+def nms_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS written the textbook way: one kept box at a time.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes.
+        scores: ``[N]`` scores.
+        iou_threshold: a box is suppressed when its IoU with a kept box is
+            greater than this.
+
+    Returns:
+        int64 ``[K]`` indices of the kept boxes by decreasing score (ties by
+        increasing index). Same result as :func:`nms` and ``torchvision.ops.nms``,
+        but its time grows with N x K and it makes one small tensor per kept box.
+    """
+    boxes = _checks.boxes(boxes, "boxes")
+    scores = _checks.scores(scores, "scores", len(boxes))
+    iou_threshold = _checks.threshold(iou_threshold, "iou_threshold")
+    threshold = _threshold_in(boxes.dtype, iou_threshold)
+
+    order = torch.sort(scores, descending=True, stable=True).indices
+    keep = []
+    while order.numel() > 0:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        iou = _iou(boxes[best][None], boxes[rest])[0]
+        order = rest[iou <= threshold]  # survivors stay in score order
+    return torch.stack(keep) if keep else _empty_indices(boxes.device)
+
+
+# --- the fast version ----------------------------------------------------------------------
+
+
+def _over(a: Tensor, b: Tensor, threshold: float) -> Tensor:
+    """bool ``[K, M]``: IoU > threshold, for boxes as columns ``[5, K]``, ``[5, M]``.
+
+    A pair of zero-area boxes gives 0 / 0 = NaN, which is never > threshold.
+    """
+    inter, union = _inter_union_columns(a, b)
+    return inter.div_(union) > threshold
+
+
+def _suppressed_by(kept: Tensor, later: Tensor, threshold: float) -> Tensor:
+    """bool ``[M]``: later boxes that overlap any kept box by more than threshold.
+
+    Done in blocks of at most ``_BLOCK`` IoU values, so memory stays small
+    however many boxes there are. Each later box needs only its largest IoU
+    with the kept boxes; taking the column maximum first and comparing once
+    is much cheaper than comparing every value (0 / 0 counts as IoU 0).
+    """
+    if kept.shape[1] == 0:
+        return torch.zeros(later.shape[1], dtype=torch.bool, device=later.device)
+    step = max(1, _BLOCK // kept.shape[1])
+    blocks = []
+    for part in later.split(step, dim=1):
+        inter, union = _inter_union_columns(kept, part)
+        blocks.append(inter.div_(union).nan_to_num_(nan=0.0).amax(dim=0) > threshold)
+    return torch.cat(blocks) if len(blocks) != 1 else blocks[0]
+
+
+def _greedy_on_tile(over: Tensor) -> Tensor:
+    """Greedy NMS inside one tile, sequentially; returns the kept positions.
+
+    ``over[i, j]`` says that tile box i would suppress tile box j (i is
+    visited first when i < j). Each row becomes a Python integer used as a
+    bit set, so the sequential loop costs a few cheap integer operations per
+    box: box i is kept unless a kept box before it has set bit i; a kept box
+    then sets the bits of the boxes it suppresses. (Bits of boxes before i
+    are set too, but those have been decided already.)
+    """
+    device, over = over.device, over.cpu().numpy()
+    suppresses = np.triu(over, 1).any(axis=1).tolist()  # rows that matter at all
+    rows = np.packbits(over, axis=1, bitorder="little")
+    removed, keep = 0, []
+    for i, row in enumerate(rows):
+        if not (removed >> i) & 1:
+            keep.append(i)
+            if suppresses[i]:
+                removed |= int.from_bytes(row.tobytes(), "little")
+    return torch.tensor(keep, dtype=torch.int64, device=device)
+
+
+def _greedy_nms(boxes: Tensor, scores: Tensor, groups: Tensor | None, threshold: float) -> Tensor:
+    """Greedy NMS, tile by tile; within each group (class) of ``groups`` if given.
+
+    Boxes are visited by decreasing score (grouped first by group). Each step
+    decides the next ``_TILE`` boxes, all of them still alive, then removes
+    the later boxes that the tile's kept boxes suppress. With groups, a tile
+    holds whole groups plus the start of at most one group that continues
+    after it, so only that group's later boxes, a prefix of the rest, can be
+    suppressed. Returns the kept indices in visiting order.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    if groups is not None:
+        order = order[torch.sort(groups[order], stable=True).indices]
+        groups = groups[order]
+    index, cols = order, _columns(boxes[order])
+
+    kept = []
+    while len(index) > 0:
+        tile, tile_index = cols[:, :_TILE], index[:_TILE]
+        over = _over(tile, tile, threshold)
+        if groups is not None:
+            tile_groups, groups = groups[:_TILE], groups[_TILE:]
+            over &= tile_groups[:, None] == tile_groups[None, :]
+        keep = _greedy_on_tile(over)
+        kept.append(tile_index[keep])
+        index, cols = index[_TILE:], cols[:, _TILE:]
+
+        survivors, n = tile[:, keep], len(index)
+        if groups is not None:  # only the tile's last group continues
+            last = tile_groups[-1]
+            survivors = survivors[:, tile_groups[keep] == last]
+            n = int(torch.searchsorted(groups, last, right=True))
+        if n == 0:  # the tile's groups end inside it: nothing later to suppress
+            continue
+        alive = ~_suppressed_by(survivors, cols[:, :n], threshold)
+        if n == len(index):  # all later boxes were candidates
+            index, cols = index[alive], cols[:, alive]
+            groups = groups[alive] if groups is not None else None
+        else:
+            index = torch.cat((index[:n][alive], index[n:]))
+            cols = torch.cat((cols[:, :n][:, alive], cols[:, n:]), dim=1)
+            groups = torch.cat((groups[:n][alive], groups[n:]))
+    return torch.cat(kept) if kept else _empty_indices(order.device)
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression, exact and fast.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes (float32 or float64).
+        scores: ``[N]`` scores.
+        iou_threshold: in [0, 1]; a box is suppressed when its IoU with a
+            kept box is greater than this (equal is kept).
+
+    Returns:
+        int64 ``[K]`` indices of the kept boxes, by decreasing score; equal
+        scores are visited by increasing index (stable sort). Equal to
+        ``torchvision.ops.nms`` (see the module docstring for the method).
+    """
+    boxes = _checks.boxes(boxes, "boxes")
+    scores = _checks.scores(scores, "scores", len(boxes))
+    iou_threshold = _checks.threshold(iou_threshold, "iou_threshold")
+    return _greedy_nms(boxes, scores, None, _threshold_in(boxes.dtype, iou_threshold))
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS within each class: boxes with different ``idxs`` never suppress each other.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes.
+        scores: ``[N]`` scores.
+        idxs: int ``[N]`` class (or image) of each box.
+        iou_threshold: as in :func:`nms`.
+
+    Returns:
+        int64 ``[K]`` indices of the kept boxes by decreasing score; equal
+        scores by increasing index.
+
+    This computes exactly "``nms`` on each class separately", which is what
+    torchvision's ``batched_nms`` does for more than 1,000 boxes on CPU. For
+    fewer, torchvision adds a per-class offset to the coordinates and runs one
+    ``nms``; the shifted coordinates round differently, so in rare cases at
+    the threshold (or with huge coordinates) its result differs from the
+    per-class one. detlearn always gives the per-class result.
+    """
+    boxes = _checks.boxes(boxes, "boxes")
+    scores = _checks.scores(scores, "scores", len(boxes))
+    idxs = _checks.labels(idxs, "idxs", len(boxes))
+    iou_threshold = _checks.threshold(iou_threshold, "iou_threshold")
+    keep = _greedy_nms(boxes, scores, idxs, _threshold_in(boxes.dtype, iou_threshold))
+    keep = torch.sort(keep).values  # so that equal scores end up by increasing index
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
+# --- soft-NMS ------------------------------------------------------------------------------
+
+
+def soft_nms(
+    boxes: Tensor, scores: Tensor, sigma: float = 0.5, score_threshold: float = 0.001
+) -> tuple[Tensor, Tensor]:
+    """Gaussian soft-NMS (Bodla et al., 2017).
+
+    Instead of removing the boxes that overlap a kept box, soft-NMS lowers
+    their scores: repeatedly pick the box with the highest current score
+    (ties: lowest index), keep it, and multiply the score of every remaining
+    box by ``exp(-iou**2 / sigma)``, its IoU with the picked box. A box whose
+    current score is below ``score_threshold`` is dropped (boxes that start
+    below it too).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes.
+        scores: ``[N]`` scores.
+        sigma: > 0; small sigma approaches hard NMS at IoU threshold 0, large
+            sigma changes almost nothing.
+        score_threshold: >= 0.
+
+    Returns:
+        ``(keep, new_scores)``: int64 ``[K]`` indices and ``[K]`` scores
+        (dtype of ``scores``), ``new_scores[i]`` being the decayed score of
+        ``boxes[keep[i]]``, ordered by decreasing new score.
+    """
+    boxes = _checks.boxes(boxes, "boxes")
+    scores = _checks.scores(scores, "scores", len(boxes))
+    sigma = _checks.positive(sigma, "sigma")
+    score_threshold = _checks.number(score_threshold, "score_threshold", low=0.0)
+
+    current = scores.clone()
+    remaining = torch.arange(len(boxes), device=boxes.device)
+    remaining = remaining[current >= score_threshold]
+    keep, new_scores = [], []
+    while remaining.numel() > 0:
+        best = int(torch.argmax(current[remaining]))  # first maximum: lowest index
+        picked, remaining = remaining[best], torch.cat((remaining[:best], remaining[best + 1 :]))
+        keep.append(picked)
+        new_scores.append(current[picked])
+        iou = _iou(boxes[picked][None], boxes[remaining])[0]
+        current[remaining] *= torch.exp(-(iou**2) / sigma).to(current.dtype)
+        remaining = remaining[current[remaining] >= score_threshold]
+    if not keep:
+        return _empty_indices(boxes.device), scores.new_empty(0)
+    return torch.stack(keep), torch.stack(new_scores)

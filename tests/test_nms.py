@@ -1,0 +1,344 @@
+"""detlearn.nms: exactly torchvision's keeps, the tiling, and soft-NMS by its definition."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import pytest
+import torch
+import torchvision.ops as tvo
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_boxes import as_boxes, box_lists
+
+from detlearn import nms as N
+
+THRESHOLDS = st.one_of(
+    st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.7, 1.0]), st.floats(0, 1, allow_nan=False)
+)
+
+
+@contextmanager
+def tiling(tile: int, block: int = N._BLOCK):
+    """Run the fast NMS with other tile / block sizes, to exercise its bookkeeping."""
+    saved = N._TILE, N._BLOCK
+    N._TILE, N._BLOCK = tile, block
+    try:
+        yield
+    finally:
+        N._TILE, N._BLOCK = saved
+
+
+def clustered(n: int, seed: int, dtype=torch.float32, centres: int = 50):
+    """Boxes jittered around a few centres (many overlaps) and distinct scores."""
+    g = torch.Generator().manual_seed(seed)
+    c = torch.rand(centres, 2, generator=g) * 300
+    wh = 10 + torch.rand(centres, 2, generator=g) * 60
+    pick = torch.randint(0, centres, (n,), generator=g)
+    cxy = c[pick] + torch.randn(n, 2, generator=g) * 0.15 * wh[pick]
+    size = wh[pick] * (1 + 0.2 * torch.randn(n, 2, generator=g)).clamp(min=0.2)
+    boxes = torch.cat((cxy - size / 2, cxy + size / 2), 1).to(dtype)
+    scores = torch.randperm(n, generator=g).to(dtype) / n
+    return boxes, scores
+
+
+@st.composite
+def detections(draw, max_size: int = 30, ties: bool = False):
+    rows = draw(box_lists(max_size=max_size))
+    n = len(rows)
+    if ties:
+        scores = draw(st.lists(st.sampled_from([0.2, 0.5, 0.9]), min_size=n, max_size=n))
+    else:
+        scores = [p / max(n, 1) for p in draw(st.permutations(range(n)))]
+    return rows, scores
+
+
+# --- nms -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(data=detections(), iou_threshold=THRESHOLDS, tile=st.sampled_from([1, 3, 8, 256]))
+def test_nms_equals_torchvision(dtype, data, iou_threshold, tile):
+    rows, scores = data
+    boxes, scores = as_boxes(rows, dtype), torch.tensor(scores, dtype=dtype)
+    ref = tvo.nms(boxes, scores, iou_threshold)
+    with tiling(tile, block=7):
+        ours = N.nms(boxes, scores, iou_threshold)
+    assert ours.dtype == torch.int64
+    assert torch.equal(ours, ref)
+    assert torch.equal(N.nms_reference(boxes, scores, iou_threshold), ref)
+
+
+@given(data=detections(ties=True), iou_threshold=THRESHOLDS, tile=st.sampled_from([2, 256]))
+def test_nms_with_tied_scores_visits_by_index(data, iou_threshold, tile):
+    """torchvision's CPU kernel sorts stably too, so even ties give the same keep."""
+    rows, scores = data
+    boxes, scores = as_boxes(rows, torch.float32), torch.tensor(scores)
+    with tiling(tile):
+        assert torch.equal(
+            N.nms(boxes, scores, iou_threshold), tvo.nms(boxes, scores, iou_threshold)
+        )
+    assert torch.equal(
+        N.nms_reference(boxes, scores, iou_threshold), tvo.nms(boxes, scores, iou_threshold)
+    )
+
+
+@pytest.mark.parametrize("iou_threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nms_many_clustered_boxes(iou_threshold, dtype):
+    boxes, scores = clustered(2000, seed=int(iou_threshold * 10), dtype=dtype)
+    ref = tvo.nms(boxes, scores, iou_threshold)
+    assert torch.equal(N.nms(boxes, scores, iou_threshold), ref)
+    with tiling(100, block=30_000):
+        assert torch.equal(N.nms(boxes, scores, iou_threshold), ref)
+
+
+def test_nms_reference_on_many_boxes():
+    boxes, scores = clustered(600, seed=3)
+    assert torch.equal(N.nms_reference(boxes, scores, 0.5), tvo.nms(boxes, scores, 0.5))
+
+
+def test_iou_equal_to_threshold_is_kept():
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]])  # IoU exactly 0.5
+    scores = torch.tensor([0.9, 0.8])
+    for fn in (N.nms, N.nms_reference, tvo.nms):
+        assert fn(boxes, scores, 0.5).tolist() == [0, 1]
+        assert fn(boxes, scores, 0.4999).tolist() == [0]
+
+
+def test_threshold_compared_in_double_like_torchvision():
+    """float32 IoU 1/10 is 0.10000000149..., just above the double 0.1: suppressed."""
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 10.0, 1.0]])
+    scores = torch.tensor([0.9, 0.8])
+    assert tvo.nms(boxes, scores, 0.1).tolist() == [0]
+    assert N.nms(boxes, scores, 0.1).tolist() == [0]
+    assert N.nms_reference(boxes, scores, 0.1).tolist() == [0]
+    idxs = torch.tensor([0, 0])
+    assert N.batched_nms(boxes, scores, idxs, 0.1).tolist() == [0]
+
+
+def test_nms_thresholds_zero_and_one():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [9, 9, 20, 20], [30, 30, 40, 40]])
+    scores = torch.tensor([0.5, 0.9, 0.3, 0.1])
+    assert N.nms(boxes, scores, 0.0).tolist() == [1, 3]  # any overlap suppresses
+    assert N.nms(boxes, scores, 1.0).tolist() == [1, 0, 2, 3]  # even duplicates survive
+
+
+def test_nms_empty_and_one_box():
+    empty = N.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
+    assert empty.shape == (0,) and empty.dtype == torch.int64
+    assert N.nms_reference(torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
+    assert N.nms(torch.tensor([[1.0, 1, 2, 2]]), torch.tensor([0.3]), 0.5).tolist() == [0]
+    b = N.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert b.shape == (0,) and b.dtype == torch.int64
+
+
+# --- batched_nms ---------------------------------------------------------------------------
+
+
+@given(
+    data=detections(max_size=40),
+    iou_threshold=THRESHOLDS,
+    classes=st.integers(1, 4),
+    tile=st.sampled_from([1, 5, 256]),
+    seed=st.integers(0, 2**16),
+)
+def test_batched_nms_equals_torchvision(data, iou_threshold, classes, tile, seed):
+    rows, scores = data
+    boxes, scores = as_boxes(rows, torch.float64), torch.tensor(scores, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    idxs = torch.randint(0, classes, (len(rows),), generator=g) * 3  # sparse class ids
+    # For this few boxes torchvision uses its coordinate-offset trick; in
+    # float64 with these coordinates the offsets round nothing away.
+    ref = tvo.batched_nms(boxes, scores, idxs, iou_threshold)
+    with tiling(tile, block=5):
+        assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
+
+
+@pytest.mark.parametrize("iou_threshold", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("classes", [1, 7, 80])
+def test_batched_nms_many_boxes_equals_torchvision(iou_threshold, classes):
+    """More than 1,000 boxes: torchvision runs nms per class, as detlearn always does."""
+    boxes, scores = clustered(1500, seed=classes)
+    idxs = torch.randint(0, classes, (1500,), generator=torch.Generator().manual_seed(1))
+    ref = tvo.batched_nms(boxes, scores, idxs, iou_threshold)
+    assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
+    with tiling(100, block=5000):
+        assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
+
+
+def test_batched_nms_is_nms_per_class():
+    boxes, scores = clustered(500, seed=9)
+    idxs = torch.randint(0, 5, (500,), generator=torch.Generator().manual_seed(2))
+    keep = N.batched_nms(boxes, scores, idxs, 0.5)
+    expected = []
+    for c in range(5):
+        members = torch.where(idxs == c)[0]
+        expected += members[N.nms_reference(boxes[members], scores[members], 0.5)].tolist()
+    expected.sort(key=lambda i: -scores[i].item())
+    assert keep.tolist() == expected
+
+
+def test_batched_nms_ties_by_index():
+    boxes = torch.tensor([[0.0, 0, 1, 1], [5, 5, 6, 6], [0, 0, 1, 1], [10, 10, 11, 11]])
+    scores = torch.tensor([0.5, 0.5, 0.5, 0.7])
+    idxs = torch.tensor([1, 0, 0, 1])
+    assert N.batched_nms(boxes, scores, idxs, 0.5).tolist() == [3, 0, 1, 2]
+
+
+# --- soft-NMS ------------------------------------------------------------------------------
+
+
+def _iou(a, b):
+    """IoU of two xyxy boxes as Python floats; 0 when both have zero area."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def soft_nms_by_definition(boxes, scores, sigma, score_threshold):
+    """Gaussian soft-NMS in plain Python, straight from the definition."""
+    current = {i: s for i, s in enumerate(scores) if s >= score_threshold}
+    keep, kept_scores = [], []
+    while current:
+        best = max(current, key=lambda i: (current[i], -i))
+        keep.append(best)
+        kept_scores.append(current.pop(best))
+        for i in list(current):
+            current[i] *= math.exp(-(_iou(boxes[best], boxes[i]) ** 2) / sigma)
+            if current[i] < score_threshold:
+                del current[i]
+    return keep, kept_scores
+
+
+@given(
+    data=detections(max_size=25),
+    sigma=st.sampled_from([0.05, 0.5, 2.0]),
+    score_threshold=st.sampled_from([0.0, 0.001, 0.1, 0.3]),
+)
+def test_soft_nms_matches_its_definition(data, sigma, score_threshold):
+    rows, scores = data
+    boxes = as_boxes(rows, torch.float64)
+    scores_t = torch.tensor(scores, dtype=torch.float64)
+    keep, new_scores = N.soft_nms(boxes, scores_t, sigma, score_threshold)
+    ref_keep, ref_scores = soft_nms_by_definition(rows, scores, sigma, score_threshold)
+    assert keep.dtype == torch.int64 and new_scores.dtype == torch.float64
+    assert keep.tolist() == ref_keep
+    torch.testing.assert_close(
+        new_scores, torch.tensor(ref_scores, dtype=torch.float64).reshape(-1)
+    )
+    assert (new_scores[:-1] >= new_scores[1:]).all()  # by decreasing new score
+
+
+@settings(max_examples=50)
+@given(data=detections(max_size=25))
+def test_soft_nms_limits(data):
+    rows, scores = data
+    # integer corners: any overlap has IoU >= 1 / (2 * 60**2), so exp(-iou**2 / 1e-12) = 0
+    boxes = as_boxes(rows, torch.float64).round()
+    scores = torch.tensor(scores, dtype=torch.float64) + 0.01
+    keep, new_scores = N.soft_nms(boxes, scores, sigma=1e-12)
+    assert torch.equal(keep, tvo.nms(boxes, scores, 0.0))  # tiny sigma: hard NMS at 0
+    torch.testing.assert_close(new_scores, scores[keep])
+    keep, new_scores = N.soft_nms(boxes, scores, sigma=1e12)  # huge sigma: nothing changes
+    assert torch.equal(keep, torch.sort(scores, descending=True, stable=True).indices)
+    torch.testing.assert_close(new_scores, scores[keep])
+
+
+def test_soft_nms_hand_made():
+    boxes = torch.tensor([[0.0, 0, 2, 1], [0, 0, 1, 1], [5, 5, 6, 6]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    keep, new_scores = N.soft_nms(boxes, scores, sigma=0.5)
+    # box 1 has IoU 0.5 with box 0: 0.8 * exp(-0.25 / 0.5)
+    assert keep.tolist() == [0, 2, 1]
+    torch.testing.assert_close(new_scores, torch.tensor([0.9, 0.7, 0.8 * math.exp(-0.5)]))
+    keep, _ = N.soft_nms(boxes, scores, sigma=0.5, score_threshold=0.75)
+    assert keep.tolist() == [0]  # 0.7 starts below, 0.485 falls below
+    keep, new_scores = N.soft_nms(torch.zeros(0, 4), torch.zeros(0))
+    assert keep.shape == (0,) and keep.dtype == torch.int64 and new_scores.shape == (0,)
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+BOXES = torch.tensor([[0.0, 0, 1, 1], [0, 0, 2, 2]])
+SCORES = torch.tensor([0.9, 0.8])
+IDXS = torch.tensor([0, 1])
+
+
+def _calls():
+    return {
+        "nms": lambda b=BOXES, s=SCORES, t=0.5: N.nms(b, s, t),
+        "nms_reference": lambda b=BOXES, s=SCORES, t=0.5: N.nms_reference(b, s, t),
+        "batched_nms": lambda b=BOXES, s=SCORES, t=0.5: N.batched_nms(b, s, IDXS, t),
+        "soft_nms": lambda b=BOXES, s=SCORES, t=0.5: N.soft_nms(b, s, sigma=t + 0.1),
+    }
+
+
+@pytest.mark.parametrize("name", list(_calls()))
+@pytest.mark.parametrize(
+    "bad_boxes",
+    [
+        torch.zeros(4),
+        torch.zeros(2, 5),
+        torch.tensor([[0.0, 0, 1, 1], [3, 0, 2, 2]]),
+        torch.tensor([[0.0, 0, 1, 1], [0, 0, math.nan, 2]]),
+        torch.tensor([[0.0, 0, 1, 1], [0, 0, math.inf, 2]]),
+    ],
+    ids=["rank 1", "last dim 5", "x2 < x1", "nan", "inf"],
+)
+def test_rejects_bad_boxes(name, bad_boxes):
+    with pytest.raises(ValueError, match="boxes"):
+        _calls()[name](b=bad_boxes)
+
+
+@pytest.mark.parametrize("name", list(_calls()))
+@pytest.mark.parametrize(
+    "bad_scores",
+    [torch.tensor([0.9]), torch.tensor([[0.9, 0.8]]), torch.tensor([0.9, math.nan])],
+    ids=["length", "rank", "nan"],
+)
+def test_rejects_bad_scores(name, bad_scores):
+    with pytest.raises(ValueError, match="scores"):
+        _calls()[name](s=bad_scores)
+
+
+@pytest.mark.parametrize("name", ["nms", "nms_reference", "batched_nms"])
+@pytest.mark.parametrize("bad", [-0.1, 1.5, math.nan, "0.5"])
+def test_rejects_bad_threshold(name, bad):
+    with pytest.raises(ValueError, match="iou_threshold"):
+        _calls()[name](t=bad)
+
+
+def test_rejects_bad_idxs_and_soft_parameters():
+    for bad in (torch.tensor([0]), torch.tensor([0.0, 1.0]), torch.tensor([[0, 1]])):
+        with pytest.raises(ValueError, match="idxs"):
+            N.batched_nms(BOXES, SCORES, bad, 0.5)
+    for sigma in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="sigma"):
+            N.soft_nms(BOXES, SCORES, sigma=sigma)
+    with pytest.raises(ValueError, match="score_threshold"):
+        N.soft_nms(BOXES, SCORES, score_threshold=-0.1)
+
+
+# --- CUDA ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+class TestCuda:
+    def test_nms_family_matches_cpu(self):
+        boxes, scores = clustered(2000, seed=4)
+        idxs = torch.randint(0, 10, (2000,), generator=torch.Generator().manual_seed(0))
+        gpu = boxes.cuda(), scores.cuda()
+        keep = N.nms(*gpu, 0.5)
+        assert keep.device.type == "cuda"
+        assert torch.equal(keep.cpu(), N.nms(boxes, scores, 0.5))
+        assert torch.equal(N.nms_reference(*gpu, 0.5).cpu(), N.nms(boxes, scores, 0.5))
+        batched = N.batched_nms(*gpu, idxs.cuda(), 0.5)
+        assert torch.equal(batched.cpu(), N.batched_nms(boxes, scores, idxs, 0.5))
+        k_gpu, s_gpu = N.soft_nms(gpu[0][:300], gpu[1][:300])
+        k_cpu, s_cpu = N.soft_nms(boxes[:300], scores[:300])
+        assert torch.equal(k_gpu.cpu(), k_cpu)
+        torch.testing.assert_close(s_gpu.cpu(), s_cpu)
