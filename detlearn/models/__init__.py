@@ -1,0 +1,27 @@
+"""The models: nn.Modules composed from detlearn's building blocks.
+
+* :class:`Classifier` (chapter 2): backbone -> global pooling -> linear -> logits.
+* :class:`Localizer` (chapter 4): one object's class and box, multi-task loss.
+* :class:`TinyDetector` (chapter 9): single-stage anchor-based detector.
+
+All follow torchvision's calling convention: in training mode
+``model(images, targets)`` returns a dict of named losses (sum them to train);
+in eval mode ``model(images)`` returns one dict per image.
+"""
+
+from detlearn.models.backbone import Backbone, conv_bn_relu
+from detlearn.models.classifier import Classifier
+from detlearn.models.detector import TinyDetector
+from detlearn.models.heads import BoxHead, ClassificationHead, DenseHead
+from detlearn.models.localizer import Localizer
+
+__all__ = [
+    "Backbone",
+    "BoxHead",
+    "ClassificationHead",
+    "Classifier",
+    "DenseHead",
+    "Localizer",
+    "TinyDetector",
+    "conv_bn_relu",
+]

@@ -1,0 +1,302 @@
+"""TinyDetector: a single-stage, anchor-based detector in the RetinaNet / SSD family (chapter 9).
+
+    images -> Backbone -> feature maps at strides (8, 16)
+           -> one DenseHead per map -> class logits and box deltas for every anchor
+    train: anchors -> box_iou -> Matcher -> encode_boxes -> focal + box losses
+    eval:  sigmoid scores -> threshold -> top-k -> decode_boxes -> clip -> batched_nms
+
+Every geometric step is one of detlearn's building blocks; this file only wires
+them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detlearn.anchors import Matcher, decode_boxes, encode_boxes, make_anchors
+from detlearn.boxes import box_iou, clip_boxes_to_image
+from detlearn.losses import generalized_box_iou_loss, sigmoid_focal_loss, smooth_l1_loss
+from detlearn.models.backbone import Backbone, check_targets, to_batch
+from detlearn.models.heads import DenseHead
+from detlearn.nms import batched_nms
+
+__all__ = ["CLS_LOSSES", "DET_BOX_LOSSES", "TinyDetector"]
+
+CLS_LOSSES = ("focal", "ce")
+DET_BOX_LOSSES = ("smooth_l1", "giou")
+
+
+class TinyDetector(nn.Module):
+    """Dense detector: for every anchor, K sigmoid class scores and 4 box deltas.
+
+    Args:
+        num_classes: K. Labels are ``0 .. K-1``; there is no background class:
+            an anchor is background when all its K targets are 0.
+        widths: channels of the backbone's stages (stage ``k`` has stride ``2**k``).
+        strides: the feature levels the heads read, e.g. ``(8, 16)``.
+        sizes: anchor sizes in pixels, one tuple per level (anchor area is ``size**2``).
+        aspect_ratios: anchor height / width ratios, shared by all levels.
+        fg_iou_thresh: anchors with IoU >= this with a ground-truth box are foreground.
+        bg_iou_thresh: anchors whose best IoU is below this are background; those in
+            between are ignored by the classification loss.
+        allow_low_quality_matches: also match each ground-truth box to its best
+            anchor(s) even below ``fg_iou_thresh``, so that no object goes unmatched.
+        cls_loss: ``"focal"`` (sigmoid focal loss) or ``"ce"`` (binary cross-entropy
+            per class: the focal loss with ``gamma = 0`` and no ``alpha``). Both are
+            summed over anchors and divided by the number of positive anchors.
+        box_loss: ``"smooth_l1"`` on the encoded deltas or ``"giou"`` on the
+            decoded boxes, over the positive anchors, divided by their number.
+        focal_alpha, focal_gamma: the focal loss's parameters.
+        box_weights: the ``(wx, wy, ww, wh)`` weights of encode/decode.
+        smooth_l1_beta: smooth L1's switch point, in delta units.
+        score_thresh: detections scoring at most this are dropped.
+        nms_thresh: IoU above which class-aware NMS suppresses a box.
+        topk_candidates: most candidates per level kept before NMS.
+        detections_per_img: most detections returned per image.
+        prior_prob: initial foreground probability of every class score.
+
+    Calling convention (torchvision's):
+
+    * training mode, ``model(images, targets)`` -> ``{'loss_cls', 'loss_box'}``;
+      each target holds ``boxes`` float ``[N, 4]`` xyxy pixels and ``labels``
+      int64 ``[N]``; ``N = 0`` is legal (an image of background only).
+    * eval mode, ``model(images)`` -> one dict per image ``{'boxes': float32 [D, 4],
+      'labels': int64 [D], 'scores': float32 [D]}``, by decreasing score.
+
+    ``images`` is a ``[B, 3, H, W]`` tensor or a list of ``[3, H, W]`` tensors of
+    one size. The steps are methods, to be read and called one by one:
+    :meth:`anchors_for`, :meth:`predict_raw`, :meth:`assign`,
+    :meth:`compute_loss`, :meth:`postprocess`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        widths: Sequence[int] = (8, 16, 32, 64, 64),
+        strides: Sequence[int] = (8, 16),
+        sizes: Sequence[Sequence[float]] = ((11.0, 16.0, 23.0), (32.0, 45.0)),
+        aspect_ratios: Sequence[float] = (1.0,),
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh: float = 0.4,
+        allow_low_quality_matches: bool = True,
+        cls_loss: str = "focal",
+        box_loss: str = "giou",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        smooth_l1_beta: float = 1.0 / 9.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        topk_candidates: int = 1000,
+        detections_per_img: int = 100,
+        prior_prob: float = 0.01,
+        downsample: str = "max",
+        center: bool = False,
+    ) -> None:
+        super().__init__()
+        if cls_loss not in CLS_LOSSES:
+            raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
+        if box_loss not in DET_BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {DET_BOX_LOSSES}, got {box_loss!r}")
+        if len(sizes) != len(strides):
+            raise ValueError(f"sizes needs one tuple per level ({len(strides)}), got {sizes}")
+        self.config = {
+            "num_classes": num_classes,
+            "widths": list(widths),
+            "strides": list(strides),
+            "sizes": [list(s) for s in sizes],
+            "aspect_ratios": list(aspect_ratios),
+            "fg_iou_thresh": fg_iou_thresh,
+            "bg_iou_thresh": bg_iou_thresh,
+            "allow_low_quality_matches": allow_low_quality_matches,
+            "cls_loss": cls_loss,
+            "box_loss": box_loss,
+            "focal_alpha": focal_alpha,
+            "focal_gamma": focal_gamma,
+            "box_weights": list(box_weights),
+            "smooth_l1_beta": smooth_l1_beta,
+            "score_thresh": score_thresh,
+            "nms_thresh": nms_thresh,
+            "topk_candidates": topk_candidates,
+            "detections_per_img": detections_per_img,
+            "prior_prob": prior_prob,
+        }
+        self.num_classes = num_classes
+        self.strides = tuple(int(s) for s in strides)
+        self.sizes = tuple(tuple(float(x) for x in s) for s in sizes)
+        self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
+        self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches)
+        self.cls_loss, self.box_loss = cls_loss, box_loss
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.box_weights = tuple(float(w) for w in box_weights)
+        self.smooth_l1_beta = smooth_l1_beta
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.topk_candidates, self.detections_per_img = topk_candidates, detections_per_img
+
+        self.backbone = Backbone(widths, out_strides=self.strides, downsample=downsample, center=center)
+        self.heads = nn.ModuleList(
+            DenseHead(channels, len(level_sizes) * len(self.aspect_ratios), num_classes, prior_prob)
+            for channels, level_sizes in zip(self.backbone.out_channels, self.sizes, strict=True)
+        )
+        self._anchor_cache: dict[tuple, list[torch.Tensor]] = {}
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def anchors_for(
+        self, image_size: tuple[int, int], device: torch.device | str = "cpu"
+    ) -> list[torch.Tensor]:
+        """Anchors of every level for images of ``(H, W)`` pixels: ``[H_l * W_l * A_l, 4]`` each.
+
+        Same order as the heads' outputs (location-major, then anchor), so row ``n``
+        of level ``l``'s anchors is the anchor that row ``n`` of its predictions is about.
+        """
+        key = (int(image_size[0]), int(image_size[1]), str(device))
+        if key not in self._anchor_cache:
+            self._anchor_cache[key] = [
+                make_anchors(
+                    Backbone.feature_size(image_size, stride), stride, sizes, self.aspect_ratios
+                ).to(device)
+                for stride, sizes in zip(self.strides, self.sizes, strict=True)
+            ]
+        return self._anchor_cache[key]
+
+    def predict_raw(
+        self, images: torch.Tensor | Sequence[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per level: class logits ``[B, N_l, K]`` and box deltas ``[B, N_l, 4]``."""
+        features = self.backbone(to_batch(images))
+        outputs = [head(feature) for head, feature in zip(self.heads, features, strict=True)]
+        return [logits for logits, _ in outputs], [deltas for _, deltas in outputs]
+
+    def assign(
+        self, anchors: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]]
+    ) -> torch.Tensor:
+        """Match anchors ``[N, 4]`` to each image's boxes: int64 ``[B, N]``.
+
+        Entry ``[b, n]`` is the index of the ground-truth box of image ``b`` that
+        anchor ``n`` must predict, ``Matcher.BELOW_LOW_THRESHOLD`` (-1, background) or
+        ``Matcher.BETWEEN_THRESHOLDS`` (-2, ignored).
+        """
+        return torch.stack([self.matcher(box_iou(t["boxes"], anchors)) for t in targets])
+
+    def compute_loss(
+        self,
+        logits: torch.Tensor,
+        deltas: torch.Tensor,
+        anchors: torch.Tensor,
+        targets: Sequence[dict[str, torch.Tensor]],
+    ) -> dict[str, torch.Tensor]:
+        """Losses of one batch, all levels concatenated.
+
+        Args:
+            logits: ``[B, N, K]`` class logits.
+            deltas: ``[B, N, 4]`` box deltas.
+            anchors: ``[N, 4]`` xyxy.
+            targets: one dict per image with ``boxes`` ``[G, 4]`` and ``labels`` ``[G]``.
+
+        Returns:
+            ``{'loss_cls', 'loss_box'}``: sums over anchors divided by the number of
+            positive (foreground) anchors in the batch, at least 1.
+        """
+        matched = self.assign(anchors, targets)  # [B, N]
+        foreground = matched >= 0
+        valid = matched != Matcher.BETWEEN_THRESHOLDS
+        num_pos = foreground.sum().clamp(min=1)
+        gt_labels, gt_boxes = self._matched_targets(matched, targets)
+
+        # classification: every anchor that is not ignored, against a one-hot target
+        cls_target = F.one_hot(gt_labels, self.num_classes).to(logits.dtype)
+        cls_target = cls_target * foreground.unsqueeze(-1)
+        if self.cls_loss == "focal":
+            loss_cls = sigmoid_focal_loss(
+                logits[valid], cls_target[valid], self.focal_alpha, self.focal_gamma, "sum"
+            )
+        else:
+            loss_cls = F.binary_cross_entropy_with_logits(
+                logits[valid], cls_target[valid], reduction="sum"
+            )
+
+        # box regression: foreground anchors only
+        fg_deltas, fg_gt = deltas[foreground], gt_boxes[foreground]
+        fg_anchors = anchors.expand_as(deltas)[foreground]
+        if self.box_loss == "smooth_l1":
+            target = encode_boxes(fg_gt, fg_anchors, self.box_weights)
+            loss_box = smooth_l1_loss(fg_deltas, target, beta=self.smooth_l1_beta, reduction="sum")
+        else:
+            boxes = decode_boxes(fg_deltas, fg_anchors, self.box_weights)
+            loss_box = generalized_box_iou_loss(boxes, fg_gt, reduction="sum")
+        return {"loss_cls": loss_cls / num_pos, "loss_box": loss_box / num_pos}
+
+    @staticmethod
+    def _matched_targets(
+        matched: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Label ``[B, N]`` and box ``[B, N, 4]`` of each anchor's matched object.
+
+        Entries of unmatched anchors hold object 0's (or zeros in an empty image);
+        the losses mask them out.
+        """
+        labels, boxes = [], []
+        for t, m in zip(targets, matched, strict=True):
+            if len(t["labels"]) == 0:
+                labels.append(torch.zeros_like(m))
+                boxes.append(m.new_zeros((len(m), 4), dtype=t["boxes"].dtype))
+            else:
+                labels.append(t["labels"][m.clamp(min=0)])
+                boxes.append(t["boxes"][m.clamp(min=0)])
+        return torch.stack(labels), torch.stack(boxes)
+
+    def postprocess(
+        self,
+        logits: Sequence[torch.Tensor],
+        deltas: Sequence[torch.Tensor],
+        anchors: Sequence[torch.Tensor],
+        image_size: tuple[int, int],
+    ) -> list[dict[str, torch.Tensor]]:
+        """Detections per image from per-level logits, deltas and anchors.
+
+        For each level: sigmoid scores, keep those above ``score_thresh``, the
+        ``topk_candidates`` best, decode their boxes and clip them to the image;
+        then class-aware NMS over all levels and the ``detections_per_img`` best.
+        """
+        results = []
+        for b in range(len(logits[0])):
+            boxes, scores, labels = [], [], []
+            for level_logits, level_deltas, level_anchors in zip(
+                logits, deltas, anchors, strict=True
+            ):
+                level_scores = torch.sigmoid(level_logits[b]).flatten()  # [N_l * K]
+                candidates = torch.nonzero(level_scores > self.score_thresh).squeeze(1)
+                top = level_scores[candidates].topk(min(self.topk_candidates, len(candidates)))
+                candidates = candidates[top.indices]
+                anchor_idx = candidates // self.num_classes
+                decoded = decode_boxes(
+                    level_deltas[b, anchor_idx], level_anchors[anchor_idx], self.box_weights
+                )
+                boxes.append(clip_boxes_to_image(decoded, image_size))
+                scores.append(top.values)
+                labels.append(candidates % self.num_classes)
+            boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            results.append({"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]})
+        return results
+
+    def forward(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        targets: Sequence[dict[str, torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        batch = to_batch(images)
+        logits, deltas = self.predict_raw(batch)
+        anchors = self.anchors_for(tuple(batch.shape[-2:]), batch.device)
+        if self.training:
+            targets = check_targets(targets, len(batch), ["boxes", "labels"], batch.device)
+            return self.compute_loss(
+                torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors), targets
+            )
+        return self.postprocess(logits, deltas, anchors, tuple(batch.shape[-2:]))

@@ -1,0 +1,415 @@
+"""Training loop, evaluation helpers and checkpoints for detlearn's models.
+
+    history = fit(model, dataset, epochs=5)          # or steps=..., or seconds=...
+    metrics = evaluate_model(model, held_out)        # accuracy / mean IoU / COCO AP
+    save_checkpoint(model, "runs/detect")            # weights + config
+    model = load_checkpoint("runs/detect")           # same predictions
+
+The training set is materialised once as tensors (ShapesDataset draws every
+scene with numpy; drawing them again every epoch would cost more than the
+model's own steps on a CPU). Every epoch visits it in a new random order.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from detlearn.boxes import box_iou
+from detlearn.evaluate import coco_evaluate
+from detlearn.models import Classifier, Localizer, TinyDetector
+
+__all__ = [
+    "RECIPES",
+    "History",
+    "Recipe",
+    "build_model",
+    "evaluate_model",
+    "fit",
+    "load_checkpoint",
+    "lr_at",
+    "materialize",
+    "predict",
+    "read_checkpoint",
+    "save_checkpoint",
+    "seed_everything",
+]
+
+MODELS: dict[str, type[nn.Module]] = {
+    "Classifier": Classifier,
+    "Localizer": Localizer,
+    "TinyDetector": TinyDetector,
+}
+CHECKPOINT_NAME = "checkpoint.pt"
+Target = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Defaults that train one task well on a 2-core CPU (the command line uses them).
+
+    Attributes:
+        model: the class to build (see :func:`build_model`).
+        num_images: training scenes.
+        epochs: passes over them.
+        batch_size, lr: for :func:`fit`.
+    """
+
+    model: str
+    num_images: int
+    epochs: int
+    batch_size: int
+    lr: float
+
+
+RECIPES: dict[str, Recipe] = {
+    "classify": Recipe("Classifier", num_images=2000, epochs=4, batch_size=32, lr=3e-3),
+    "localize": Recipe("Localizer", num_images=3000, epochs=8, batch_size=32, lr=3e-3),
+    "detect": Recipe("TinyDetector", num_images=3000, epochs=10, batch_size=32, lr=3e-3),
+}
+
+
+def build_model(task: str, num_classes: int, image_size: int = 96, **kwargs) -> nn.Module:
+    """The model for ``task`` (``"classify"``, ``"localize"`` or ``"detect"``) with its defaults.
+
+    ``kwargs`` go to the model's constructor; the localizer also gets ``image_size``.
+    """
+    if task not in RECIPES:
+        raise ValueError(f"task must be one of {list(RECIPES)}, got {task!r}")
+    model_class = MODELS[RECIPES[task].model]
+    if model_class is Localizer:
+        kwargs.setdefault("image_size", image_size)
+    return model_class(num_classes, **kwargs)
+
+
+@dataclass
+class History:
+    """What :func:`fit` did.
+
+    Attributes:
+        losses: one dict per step: each named loss, their sum ``loss`` and ``lr``.
+        metrics: one dict per epoch when an evaluation was asked for: ``epoch``,
+            ``step`` and the metrics.
+        steps: optimisation steps taken.
+        seconds: wall-clock seconds spent training (evaluations excluded).
+        data_seconds: seconds spent materialising the training set.
+    """
+
+    losses: list[dict[str, float]] = field(default_factory=list)
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    data_seconds: float = 0.0
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+    def loss(self, name: str = "loss") -> list[float]:
+        """The per-step values of one named loss (default: the total)."""
+        return [step[name] for step in self.losses]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators (call it before building a model)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def materialize(dataset: Sequence) -> tuple[torch.Tensor, list[Target]]:
+    """Every item of ``dataset`` at once: ``(images [N, 3, H, W], list of N targets)``."""
+    if hasattr(dataset, "materialize"):
+        return dataset.materialize()
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([image for image, _ in items]), [target for _, target in items]
+
+
+def dihedral(
+    images: torch.Tensor, targets: Sequence[Target], k: int
+) -> tuple[torch.Tensor, list[Target]]:
+    """Apply the ``k``-th of the 8 flips and transpositions of the square to a batch.
+
+    ``k`` in ``0 .. 7``: bit 0 flips left-right, bit 1 flips top-bottom, bit 2
+    transposes (swaps x and y; square images only). ``images [B, 3, H, W]`` and each
+    target's ``boxes`` (xyxy pixels) move together; labels stay. On ShapesDataset the
+    8 views of a scene are equally likely scenes (circles and squares are symmetric,
+    triangles point in all four directions), so this multiplies the training set by 8
+    for free.
+    """
+    h, w = images.shape[-2:]
+    targets = [dict(t) for t in targets]
+    if k & 1:
+        images = images.flip(-1)
+        for t in targets:
+            if "boxes" in t:
+                t["boxes"] = torch.stack([w - t["boxes"][:, 2], t["boxes"][:, 1], w - t["boxes"][:, 0], t["boxes"][:, 3]], 1)
+    if k & 2:
+        images = images.flip(-2)
+        for t in targets:
+            if "boxes" in t:
+                t["boxes"] = torch.stack([t["boxes"][:, 0], h - t["boxes"][:, 3], t["boxes"][:, 2], h - t["boxes"][:, 1]], 1)
+    if k & 4 and h == w:
+        images = images.transpose(-1, -2)
+        for t in targets:
+            if "boxes" in t:
+                t["boxes"] = t["boxes"][:, [1, 0, 3, 2]]
+    return images, targets
+
+
+def lr_at(progress: float, lr: float, schedule: str = "cosine", warmup: float = 0.03) -> float:
+    """Learning rate at ``progress`` in ``[0, 1]`` of the budget.
+
+    A linear warm-up over the first ``warmup`` fraction, then ``"constant"`` or a
+    ``"cosine"`` decay to zero at the end of the budget.
+    """
+    if progress < warmup:
+        return lr * (progress + 1e-3) / warmup
+    if schedule == "constant":
+        return lr
+    t = (progress - warmup) / (1 - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def fit(
+    model: nn.Module,
+    dataset: Sequence,
+    *,
+    epochs: int | None = None,
+    steps: int | None = None,
+    seconds: float | None = None,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    schedule: str = "cosine",
+    warmup: float = 0.03,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    val_dataset: Sequence | None = None,
+    eval_fn: Callable[[nn.Module, Sequence], dict[str, float]] | None = None,
+    augment: bool = False,
+) -> History:
+    """Train ``model`` on ``dataset`` with AdamW; returns a :class:`History`.
+
+    Args:
+        model: a detlearn model (or any module with the same calling convention:
+            ``model(images [B, 3, H, W], targets)`` -> dict of losses in training mode).
+        dataset: ``(image, target)`` items; materialised once (see :func:`materialize`).
+        epochs, steps, seconds: the budget, exactly one of them. Chapters and tests
+            use ``epochs`` or ``steps`` so that results repeat; ``seconds`` (wall
+            clock) is for benchmarks and the command line.
+        batch_size: images per step (the last, smaller batch of an epoch is dropped).
+        lr, weight_decay: AdamW's.
+        schedule: ``"cosine"`` or ``"constant"`` after the warm-up (see :func:`lr_at`);
+            with a ``seconds`` budget the schedule follows the clock.
+        warmup: fraction of the budget spent warming up.
+        device: where to train; default CUDA when available, else the CPU. The model
+            stays there afterwards.
+        seed: seeds the order of the batches (and torch's generator).
+        progress: show a tqdm progress bar with the losses.
+        val_dataset: evaluated after every epoch with ``eval_fn`` (default
+            :func:`evaluate_model`); results go to ``history.metrics``.
+        eval_fn: ``eval_fn(model, val_dataset) -> dict``.
+    """
+    if sum(budget is not None for budget in (epochs, steps, seconds)) != 1:
+        raise ValueError("give exactly one budget: epochs=, steps= or seconds=")
+    for name, budget in (("epochs", epochs), ("steps", steps), ("seconds", seconds)):
+        if budget is not None and not budget > 0:
+            raise ValueError(f"{name} must be positive, got {budget!r}")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    device = default_device(device)
+    history = History()
+
+    start = time.perf_counter()
+    images, targets = materialize(dataset)
+    history.data_seconds = time.perf_counter() - start
+    if len(images) == 0:
+        raise ValueError("dataset is empty")
+    images = images.to(device)
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    batch_size = min(batch_size, len(images))
+    steps_per_epoch = len(images) // batch_size
+    total_steps = steps if steps is not None else (epochs or 0) * steps_per_epoch
+
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    bar = tqdm(total=total_steps or None, disable=not progress, unit="step", dynamic_ncols=True)
+    start, paused = time.perf_counter(), 0.0  # paused: time spent evaluating
+
+    def elapsed() -> float:
+        return time.perf_counter() - start - paused
+
+    epoch, done = 0, False
+    while not done:
+        order = torch.randperm(len(images), generator=generator).to(device)
+        for i in range(steps_per_epoch):
+            fraction = elapsed() / seconds if seconds else history.steps / total_steps
+            step_lr = lr_at(fraction, lr, schedule, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = step_lr
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            batch, batch_targets = images[idx], [targets[j] for j in idx.tolist()]
+            if augment:
+                k = int(torch.randint(8, (1,), generator=generator))
+                batch, batch_targets = dihedral(batch, batch_targets, k)
+            losses = model(batch, batch_targets)
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+            record = {name: value.item() for name, value in losses.items()}
+            record.update(loss=loss.item(), lr=step_lr)
+            history.losses.append(record)
+            history.steps += 1
+            bar.update()
+            if history.steps % 10 == 1:
+                bar.set_postfix(
+                    {k: f"{v:.3f}" for k, v in record.items() if k != "lr"}, refresh=False
+                )
+            if history.steps == total_steps or (seconds and elapsed() >= seconds):
+                done = True
+                break
+        epoch += 1
+        done = done or (epochs is not None and epoch >= epochs)
+        if val_dataset is not None:
+            tic = time.perf_counter()
+            metrics = (eval_fn or evaluate_model)(model, val_dataset)
+            history.metrics.append({"epoch": epoch, "step": history.steps, **metrics})
+            model.train()
+            paused += time.perf_counter() - tic
+    bar.close()
+    history.seconds = elapsed()
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    dataset: Sequence,
+    *,
+    batch_size: int = 100,
+    device: str | torch.device | None = None,
+) -> tuple[list[Target], list[Target]]:
+    """Eval-mode outputs for every item: ``(predictions, targets)``, both on the CPU.
+
+    ``device`` defaults to where the model's parameters are. The model is left in
+    eval mode.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    predictions, targets = [], []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        images = torch.stack([image for image, _ in items]).to(device)
+        outputs = model(images)
+        predictions += [{k: v.cpu() for k, v in out.items()} for out in outputs]
+        targets += [target for _, target in items]
+    return predictions, targets
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Sequence,
+    *,
+    batch_size: int = 100,
+    device: str | torch.device | None = None,
+) -> dict:
+    """Metrics of ``model`` on ``dataset``, by the kind of model.
+
+    * :class:`Classifier`: ``{'accuracy'}``, the fraction of images whose label is right.
+    * :class:`Localizer`: ``{'accuracy', 'mean_iou'}``, ``mean_iou`` the average IoU
+      of the predicted box with the true one.
+    * :class:`TinyDetector` (any model whose outputs hold several boxes):
+      :func:`detlearn.evaluate.coco_evaluate`'s dict, twelve COCO numbers and ``per_class``.
+    """
+    predictions, targets = predict(model, dataset, batch_size=batch_size, device=device)
+    if isinstance(model, TinyDetector):
+        return coco_evaluate(predictions, targets)
+    metrics = {"accuracy": label_accuracy(predictions, targets)}
+    if isinstance(model, Localizer):
+        metrics["mean_iou"] = mean_iou(predictions, targets)
+    return metrics
+
+
+def label_accuracy(predictions: Sequence[Target], targets: Sequence[Target]) -> float:
+    """Fraction of images whose single predicted label equals the true one."""
+    predicted = torch.cat([p["labels"] for p in predictions])
+    true = torch.cat([t["labels"] for t in targets])
+    return (predicted == true).float().mean().item()
+
+
+def mean_iou(predictions: Sequence[Target], targets: Sequence[Target]) -> float:
+    """Average IoU between each image's single predicted box and its true box."""
+    ious = [
+        box_iou(p["boxes"], t["boxes"])[0, 0] for p, t in zip(predictions, targets, strict=True)
+    ]
+    return torch.stack(ious).mean().item()
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, **extra) -> Path:
+    """Save weights and the config that rebuilds ``model``; returns the file written.
+
+    ``path`` is a file, or a directory (existing, or any path without a suffix) that
+    receives ``checkpoint.pt``. ``extra`` keywords (plain Python values: numbers,
+    strings, lists, dicts) are stored alongside, e.g. the data settings.
+    """
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / CHECKPOINT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = type(model).__name__
+    if name not in MODELS:
+        raise ValueError(f"can only save {list(MODELS)}, got {name}")
+    checkpoint = {
+        "format": "detlearn-checkpoint-1",
+        "model": name,
+        "config": model.config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra,
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw checkpoint dict (``model``, ``config``, ``state_dict``, ``extra``).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path`` (a file or a directory holding one).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model saved by :func:`save_checkpoint`, in eval mode, on ``device``."""
+    checkpoint = read_checkpoint(path)
+    model = MODELS[checkpoint["model"]](**checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()

@@ -1,0 +1,134 @@
+"""The command line: python -m detlearn train / evaluate."""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from detlearn.__main__ import COCO_KEYS, EVAL_SEED, main
+
+
+def run(*argv):
+    """``main(argv)`` in process: ``(exit code, stdout, stderr)``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def detect_run(tmp_path_factory):
+    """A detector trained for a few steps by the command line, evaluated with --coco-out."""
+    root = tmp_path_factory.mktemp("cli")
+    code, out, err = run(
+        "train", "detect", "--steps", 40, "--num-images", 64, "--batch-size", 16,
+        "--lr", 0.01, "--quiet", "--out", root / "run",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "saved" in out and (root / "run" / "checkpoint.pt").is_file()
+    code, out, err = run(
+        "evaluate", root / "run", "--num-images", 20, "--coco-out", root / "coco"
+    )
+    assert code == 0, err
+    return root, out
+
+
+def test_train_and_evaluate_detector(detect_run):
+    _, out = detect_run
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    metrics = json.loads(lines[0])
+    assert list(metrics) == list(COCO_KEYS)
+
+
+def test_coco_files_give_the_printed_numbers(detect_run):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    root, out = detect_run
+    metrics = json.loads(out)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(root / "coco" / "gt.json"))
+        detections = gt.loadRes(str(root / "coco" / "detections.json"))
+        evaluator = COCOeval(gt, detections, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert len(gt.getImgIds()) == 20
+    for key, value in zip(COCO_KEYS, evaluator.stats, strict=True):
+        assert metrics[key] == pytest.approx(value, abs=1e-5), key
+
+
+@pytest.mark.parametrize(("task", "keys"), [("classify", {"accuracy"}), ("localize", {"accuracy", "mean_iou"})])
+def test_train_and_evaluate_classifier_and_localizer(task, keys, tmp_path):
+    code, _, err = run("train", task, "--epochs", 1, "--num-images", 32, "--quiet", "--out", tmp_path)
+    assert code == 0, err
+    code, out, err = run("evaluate", tmp_path, "--num-images", 10, "--seed", 5)
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert set(metrics) == keys and all(0 <= v <= 1 for v in metrics.values())
+
+
+def test_default_evaluation_seed_is_held_out(tmp_path):
+    code, _, err = run(
+        "train", "classify", "--steps", 1, "--num-images", 8, "--seed", EVAL_SEED,
+        "--quiet", "--out", tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    from detlearn.train import read_checkpoint
+
+    assert read_checkpoint(tmp_path)["extra"]["train_seed"] == EVAL_SEED
+    code, out, err = run("evaluate", tmp_path, "--num-images", 4)
+    assert code == 0 and err == ""  # no warning: it picked another seed
+    code, out, err = run("evaluate", tmp_path, "--num-images", 4, "--seed", EVAL_SEED)
+    assert code == 0 and "training seed" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "words"),
+    [
+        (["evaluate", "/no/such/dir"], 1, "no checkpoint"),
+        (["train", "segment"], 2, "invalid choice"),
+        (["train", "detect", "--epochs", "-3"], 2, "--epochs"),
+        (["train", "detect", "--epochs", "two"], 2, "--epochs"),
+        (["train", "detect", "--seconds", "nan"], 2, "--seconds"),
+        (["train", "detect", "--epochs", "1", "--seconds", "5"], 2, "not allowed"),
+        (["evaluate", ".", "--num-images", "0"], 2, "--num-images"),
+        (["train", "detect", "--seed", "-1"], 2, "--seed"),
+        ([], 2, "required"),
+    ],
+)
+def test_errors_are_one_line(argv, code, words):
+    got, out, err = run(*argv)
+    assert got == code
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and words in err
+    assert "Traceback" not in err
+
+
+def test_help_explains_every_option():
+    code, out, _ = run("train", "--help")
+    assert code == 0
+    for option in ("--epochs", "--steps", "--seconds", "--seed", "--out", "--num-images",
+                   "--batch-size", "--lr", "--device", "--quiet"):  # fmt: skip
+        assert option in out
+    code, out, _ = run("evaluate", "--help")
+    for option in ("--num-images", "--seed", "--coco-out", "--batch-size", "--device"):
+        assert option in out
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "detlearn", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "train" in result.stdout and "evaluate" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "detlearn", "evaluate", "/no/such/dir"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1

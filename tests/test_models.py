@@ -1,0 +1,220 @@
+"""detlearn.models: output shapes and dtypes, losses, training vs eval, empty images, overfitting."""
+
+import pytest
+import torch
+
+from detlearn.anchors import Matcher
+from detlearn.data import ShapesDataset
+from detlearn.models import Backbone, Classifier, Localizer, TinyDetector
+
+SIZE = 64  # small images keep the tests fast
+
+
+def batch(task, n=4, seed=0, **kwargs):
+    images, targets = ShapesDataset(n, task=task, image_size=SIZE, seed=seed, **kwargs).materialize()
+    return images, targets
+
+
+def empty_target():
+    return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+
+
+def overfit(model, images, targets, steps, lr=1e-2):
+    """Train on one batch; returns the first and last total loss."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses[0], min(losses[-5:])
+
+
+# -- backbone ------------------------------------------------------------------------------
+
+
+def test_backbone_returns_maps_at_the_requested_strides():
+    backbone = Backbone((8, 16, 24, 32), out_strides=(8, 16))
+    features = backbone(torch.rand(2, 3, 64, 40))
+    assert [f.shape for f in features] == [(2, 24, 8, 5), (2, 32, 4, 3)]
+    assert backbone.out_channels == (24, 32)
+    assert Backbone.feature_size((64, 40), 16) == (4, 3)
+
+
+@pytest.mark.parametrize("strides", [(3,), (16, 8), ()])
+def test_backbone_rejects_bad_strides(strides):
+    with pytest.raises(ValueError, match="out_strides"):
+        Backbone((8, 16, 24, 32), out_strides=strides)
+
+
+# -- classifier ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_classifier_outputs(pool):
+    torch.manual_seed(0)
+    model = Classifier(3, pool=pool)
+    images, targets = batch("classify")
+    assert model.logits(images).shape == (4, 3)
+    losses = model.train()(images, targets)
+    assert set(losses) == {"loss_cls"} and losses["loss_cls"].dim() == 0
+    outputs = model.eval()(list(images))
+    assert len(outputs) == 4
+    for out in outputs:
+        assert out["labels"].shape == (1,) and out["labels"].dtype == torch.int64
+        assert out["scores"].shape == (1,) and out["scores"].dtype == torch.float32
+        assert 0 < out["scores"].item() <= 1
+
+
+def test_classifier_overfits_one_batch():
+    torch.manual_seed(0)
+    images, targets = batch("classify", n=8)
+    first, last = overfit(Classifier(3), images, targets, steps=40)
+    assert last < first / 10
+
+
+def test_unknown_pool_raises():
+    with pytest.raises(ValueError, match="pool"):
+        Classifier(3, pool="median")
+
+
+# -- localizer -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("box_loss", ["l2", "smooth_l1", "giou"])
+def test_localizer_outputs(box_loss):
+    torch.manual_seed(0)
+    model = Localizer(3, image_size=SIZE, box_loss=box_loss, lam=2.0)
+    images, targets = batch("localize")
+    losses = model.train()(images, targets)
+    assert set(losses) == {"loss_cls", "loss_box"}
+    loss_cls, loss_box = model.compute_loss(*model.predict_raw(images), targets)
+    assert torch.allclose(losses["loss_box"], 2.0 * loss_box)
+    outputs = model.eval()(images)
+    for out in outputs:
+        assert out["boxes"].shape == (1, 4) and out["boxes"].dtype == torch.float32
+        assert out["labels"].shape == (1,) and out["labels"].dtype == torch.int64
+        assert out["scores"].shape == (1,) and out["scores"].dtype == torch.float32
+        x1, y1, x2, y2 = out["boxes"][0]
+        assert x2 >= x1 and y2 >= y1
+
+
+@pytest.mark.parametrize("box_loss", ["smooth_l1", "giou"])
+def test_localizer_overfits_one_batch(box_loss):
+    torch.manual_seed(0)
+    images, targets = batch("localize", n=8)
+    model = Localizer(3, image_size=SIZE, box_loss=box_loss)
+    first, last = overfit(model, images, targets, steps=60)
+    assert last < first / 10
+
+
+def test_localizer_rejects_other_image_sizes_and_losses():
+    with pytest.raises(ValueError, match="64 x 64"):
+        Localizer(3, image_size=SIZE).eval()(torch.rand(1, 3, 96, 96))
+    with pytest.raises(ValueError, match="box_loss"):
+        Localizer(3, box_loss="l1")
+
+
+# -- detector ------------------------------------------------------------------------------
+
+
+def test_detector_anchors_match_the_heads():
+    model = TinyDetector(3)
+    anchors = model.anchors_for((SIZE, SIZE))
+    logits, deltas = model.predict_raw(torch.rand(2, 3, SIZE, SIZE))
+    for level_anchors, level_logits, level_deltas in zip(anchors, logits, deltas, strict=True):
+        assert level_logits.shape == (2, len(level_anchors), 3)
+        assert level_deltas.shape == (2, len(level_anchors), 4)
+    # stride 8: 8 x 8 locations x 3 sizes; stride 16: 4 x 4 locations x 2 sizes
+    assert [len(a) for a in anchors] == [8 * 8 * 3, 4 * 4 * 2]
+
+
+def test_detector_assign():
+    model = TinyDetector(3)
+    anchors = torch.cat(model.anchors_for((SIZE, SIZE)))
+    _, targets = batch("detect", n=3)
+    matched = model.assign(anchors, [*targets, empty_target()])
+    assert matched.shape == (4, len(anchors)) and matched.dtype == torch.int64
+    for t, m in zip(targets, matched[:3], strict=True):
+        assert m.min() >= Matcher.BETWEEN_THRESHOLDS and m.max() < len(t["boxes"])
+        assert set(m[m >= 0].tolist()) == set(range(len(t["boxes"])))  # every object is matched
+    assert (matched[3] == Matcher.BELOW_LOW_THRESHOLD).all()
+
+
+@pytest.mark.parametrize(("cls_loss", "box_loss"), [("focal", "giou"), ("ce", "smooth_l1")])
+def test_detector_train_and_eval_outputs(cls_loss, box_loss):
+    torch.manual_seed(0)
+    model = TinyDetector(3, cls_loss=cls_loss, box_loss=box_loss, score_thresh=0.0)
+    images, targets = batch("detect")
+    losses = model.train()(list(images), targets)
+    assert set(losses) == {"loss_cls", "loss_box"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    outputs = model.eval()(images)
+    assert len(outputs) == 4
+    for out in outputs:
+        n = len(out["boxes"])
+        assert 0 < n <= model.detections_per_img
+        assert out["boxes"].shape == (n, 4) and out["boxes"].dtype == torch.float32
+        assert out["labels"].shape == (n,) and out["labels"].dtype == torch.int64
+        assert out["scores"].shape == (n,) and out["scores"].dtype == torch.float32
+        assert (out["boxes"] >= 0).all() and (out["boxes"] <= SIZE).all()
+        assert (out["scores"][:-1] >= out["scores"][1:]).all()
+        assert out["labels"].min() >= 0 and out["labels"].max() < 3
+
+
+def test_detector_list_and_tensor_inputs_agree():
+    model = TinyDetector(3, score_thresh=0.0).eval()
+    images, _ = batch("detect", n=2)
+    for a, b in zip(model(images), model(list(images)), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in ("boxes", "labels", "scores"))
+
+
+def test_detector_trains_on_images_without_objects():
+    torch.manual_seed(0)
+    model = TinyDetector(3).train()
+    images, targets = batch("detect", n=2)
+    losses = model(images, [empty_target(), targets[1]])
+    sum(losses.values()).backward()
+    all_empty = model(images, [empty_target(), empty_target()])
+    assert all_empty["loss_box"] == 0 and torch.isfinite(all_empty["loss_cls"])
+    sum(all_empty.values()).backward()  # gradients reach the class head only
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_detector_overfits_one_batch():
+    torch.manual_seed(0)
+    images, targets = batch("detect", n=4)
+    first, last = overfit(TinyDetector(3), images, targets, steps=60)
+    assert last < first / 10
+
+
+def test_detector_detections_per_img_and_score_thresh():
+    model = TinyDetector(3, score_thresh=0.0, detections_per_img=5).eval()
+    assert all(len(out["boxes"]) == 5 for out in model(torch.rand(2, 3, SIZE, SIZE)))
+    model = TinyDetector(3, score_thresh=0.999).eval()
+    assert all(len(out["boxes"]) == 0 for out in model(torch.rand(2, 3, SIZE, SIZE)))
+
+
+@pytest.mark.parametrize("model", [Classifier(3), Localizer(3, image_size=SIZE), TinyDetector(3)])
+def test_training_mode_needs_targets(model):
+    with pytest.raises(ValueError, match="targets"):
+        model.train()(torch.rand(2, 3, SIZE, SIZE))
+
+
+@pytest.mark.parametrize("images", [torch.rand(3, SIZE, SIZE), [torch.rand(1, SIZE, SIZE)], []])
+def test_bad_images_raise(images):
+    with pytest.raises(ValueError, match="image"):
+        TinyDetector(3).eval()(images)
+
+
+def test_bad_detector_arguments_raise():
+    with pytest.raises(ValueError, match="cls_loss"):
+        TinyDetector(3, cls_loss="hinge")
+    with pytest.raises(ValueError, match="box_loss"):
+        TinyDetector(3, box_loss="l2")
+    with pytest.raises(ValueError, match="sizes"):
+        TinyDetector(3, sizes=((16.0,),))

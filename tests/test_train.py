@@ -1,0 +1,139 @@
+"""detlearn.train: fit, evaluation helpers, checkpoints."""
+
+import math
+
+import pytest
+import torch
+
+from detlearn.data import ShapesDataset
+from detlearn.models import Classifier, Localizer, TinyDetector
+from detlearn.train import (
+    History,
+    build_model,
+    evaluate_model,
+    fit,
+    load_checkpoint,
+    lr_at,
+    predict,
+    read_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+
+SIZE = 64
+COCO_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}
+
+
+def shapes(task, n, seed=0):
+    return ShapesDataset(n, task=task, image_size=SIZE, seed=seed)
+
+
+def test_fit_steps_history():
+    seed_everything(0)
+    model = Classifier(3)
+    history = fit(model, shapes("classify", 40), steps=6, batch_size=8, progress=False)
+    assert isinstance(history, History)
+    assert history.steps == 6 and len(history.losses) == 6
+    assert set(history.losses[0]) == {"loss_cls", "loss", "lr"}
+    assert history.loss("loss_cls") == [step["loss_cls"] for step in history.losses]
+    assert history.seconds > 0 and history.steps_per_second > 0
+    assert not model.training  # fit leaves the model ready to predict
+
+
+def test_fit_epochs_and_validation_metrics():
+    seed_everything(0)
+    history = fit(
+        Localizer(3, image_size=SIZE),
+        shapes("localize", 20),
+        epochs=2,
+        batch_size=8,
+        progress=False,
+        val_dataset=shapes("localize", 10, seed=1),
+    )
+    assert history.steps == 2 * (20 // 8)
+    assert [m["epoch"] for m in history.metrics] == [1, 2]
+    assert {"accuracy", "mean_iou", "step"} <= set(history.metrics[0])
+
+
+def test_fit_seconds_budget_stops():
+    history = fit(Classifier(3), shapes("classify", 16), seconds=0.5, batch_size=8, progress=False)
+    assert history.steps >= 1 and history.seconds < 5
+
+
+def test_fit_is_reproducible():
+    def run():
+        seed_everything(0)
+        model = TinyDetector(3)
+        history = fit(model, shapes("detect", 16), steps=3, batch_size=4, progress=False)
+        return history.loss()
+
+    assert run() == run()
+
+
+@pytest.mark.parametrize(
+    "budget", [{}, {"epochs": 1, "steps": 1}, {"steps": 0}, {"seconds": -1.0}]
+)
+def test_fit_needs_exactly_one_positive_budget(budget):
+    with pytest.raises(ValueError):
+        fit(Classifier(3), shapes("classify", 4), progress=False, **budget)
+
+
+def test_lr_schedule():
+    assert lr_at(0.0, 1.0, warmup=0.1) < 0.1
+    assert lr_at(0.1, 1.0, warmup=0.1) == pytest.approx(1.0)
+    assert lr_at(0.55, 1.0, warmup=0.1) == pytest.approx(0.5)
+    assert lr_at(1.0, 1.0, warmup=0.1) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(0.7, 1.0, "constant", warmup=0.1) == 1.0
+
+
+def test_evaluate_model_metrics():
+    torch.manual_seed(0)
+    accuracy = evaluate_model(Classifier(3), shapes("classify", 10))
+    assert set(accuracy) == {"accuracy"} and 0 <= accuracy["accuracy"] <= 1
+    localize = evaluate_model(Localizer(3, image_size=SIZE), shapes("localize", 10))
+    assert set(localize) == {"accuracy", "mean_iou"} and 0 <= localize["mean_iou"] <= 1
+    detect = evaluate_model(TinyDetector(3, score_thresh=0.0), shapes("detect", 10), batch_size=4)
+    assert COCO_KEYS <= set(detect)
+
+
+def test_predict_returns_cpu_outputs_and_targets():
+    predictions, targets = predict(TinyDetector(3), shapes("detect", 5), batch_size=2)
+    assert len(predictions) == len(targets) == 5
+    assert all(p["boxes"].device.type == "cpu" for p in predictions)
+
+
+@pytest.mark.parametrize("task", ["classify", "localize", "detect"])
+def test_checkpoint_round_trip_gives_identical_predictions(task, tmp_path):
+    seed_everything(0)
+    model = build_model(task, 3, SIZE, **({"score_thresh": 0.0} if task == "detect" else {}))
+    fit(model, shapes(task, 8), steps=2, batch_size=4, progress=False)  # moves BN statistics
+    path = save_checkpoint(model, tmp_path / "run", task=task, note=[1, 2])
+    assert path == tmp_path / "run" / "checkpoint.pt"
+    loaded = load_checkpoint(tmp_path / "run")
+    assert type(loaded) is type(model) and not loaded.training
+    images, _ = shapes(task, 4, seed=1).materialize()
+    model.eval()
+    with torch.no_grad():
+        for a, b in zip(model(images), loaded(images), strict=True):
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_checkpoint(path)["extra"] == {"task": task, "note": [1, 2]}
+
+
+def test_checkpoint_to_a_file_and_missing_checkpoint(tmp_path):
+    model = TinyDetector(3, sizes=((10.0,), (30.0,)), nms_thresh=0.3)
+    path = save_checkpoint(model, tmp_path / "model.pt")
+    assert path.name == "model.pt"
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config and loaded.nms_thresh == 0.3
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def test_build_model():
+    assert isinstance(build_model("classify", 3), Classifier)
+    assert build_model("localize", 3, 64).image_size == 64
+    assert isinstance(build_model("detect", 3), TinyDetector)
+    with pytest.raises(ValueError, match="task"):
+        build_model("segment", 3)
+    assert math.isclose(lr_at(0.5, 2.0, warmup=0.0), 1.0)
