@@ -38,17 +38,17 @@ def overfit(model, images, targets, steps, lr=1e-2):
 
 
 def test_backbone_returns_maps_at_the_requested_strides():
-    backbone = Backbone((8, 16, 24, 32), out_strides=(8, 16))
+    backbone = Backbone((8, 16, 24, 32, 40), out_strides=(8, 16))  # stage k has stride 2**k
     features = backbone(torch.rand(2, 3, 64, 40))
-    assert [f.shape for f in features] == [(2, 24, 8, 5), (2, 32, 4, 3)]
-    assert backbone.out_channels == (24, 32)
-    assert Backbone.feature_size((64, 40), 16) == (4, 3)
+    assert [f.shape for f in features] == [(2, 32, 8, 5), (2, 40, 4, 2)]
+    assert backbone.out_channels == (32, 40)
+    assert Backbone.feature_size((64, 40), 16) == (4, 2)
 
 
 @pytest.mark.parametrize("strides", [(3,), (16, 8), ()])
 def test_backbone_rejects_bad_strides(strides):
     with pytest.raises(ValueError, match="out_strides"):
-        Backbone((8, 16, 24, 32), out_strides=strides)
+        Backbone((8, 16, 24, 32, 40), out_strides=strides)
 
 
 # -- classifier ----------------------------------------------------------------------------
