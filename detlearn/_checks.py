@@ -31,6 +31,12 @@ def tensor(value: object, name: str) -> Tensor:
     return value
 
 
+def real_dtype(t: Tensor, name: str) -> None:
+    """Reject bool and complex dtypes: boxes, scores and IoUs are real numbers."""
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+
+
 def as_float(t: Tensor, name: str) -> Tensor:
     """Keep float32/float64; promote integers (and float16/bfloat16) to float32.
 
@@ -39,8 +45,7 @@ def as_float(t: Tensor, name: str) -> Tensor:
     """
     if t.dtype in (torch.float32, torch.float64):
         return t
-    if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    real_dtype(t, name)
     return t.float()
 
 
@@ -98,8 +103,7 @@ def scores(value: object, name: str, n: int) -> Tensor:
     t = tensor(value, name)
     if t.dim() != 1 or t.shape[0] != n:
         raise ValueError(f"{name} must have shape [{n}] (one per box), got {_shape(t)}")
-    if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    real_dtype(t, name)
     finite(t, name)
     return t
 
@@ -242,8 +246,8 @@ def _per_box(value: object, name: str, n: int, kind: str) -> None:
         raise ValueError(f"{name} must have shape [{n}] (one per box), got {_shape(t)}")
     if kind == "integer" and (t.is_floating_point() or t.is_complex()):
         raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
-    if kind == "real" and (t.dtype == torch.bool or t.is_complex()):
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if kind == "real":
+        real_dtype(t, name)
 
 
 def detection_lists(predictions: object, targets: object) -> None:
@@ -276,8 +280,7 @@ def detection_lists(predictions: object, targets: object) -> None:
             b = _any_tensor(image["boxes"], f"{name}['boxes']")
             if b.dim() != 2 or b.shape[1] != 4:
                 raise ValueError(f"{name}['boxes'] must have shape [N, 4], got {_shape(b)}")
-            if b.dtype == torch.bool or b.is_complex():
-                raise ValueError(f"{name}['boxes'] must hold real numbers, got dtype {b.dtype}")
+            real_dtype(b, f"{name}['boxes']")
             n = b.shape[0]
             _per_box(image["labels"], f"{name}['labels']", n, "integer")
             if arg == "predictions":
@@ -340,8 +343,7 @@ def iou_matrix(value: object, name: str = "ious") -> Tensor:
     t = _any_tensor(value, name)
     if t.dim() != 2:
         raise ValueError(f"{name} must have shape [D, G], got {_shape(t)}")
-    if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    real_dtype(t, name)
     finite(t, name)
     return t
 

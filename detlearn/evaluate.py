@@ -504,6 +504,22 @@ _SUMMARY = {
 }
 
 
+def _coco_arrays(predictions: Sequence[dict], targets: Sequence[dict]):
+    """Match with every COCO setting, then accumulate: ``(matches, precision, recall)``.
+
+    ``precision`` is ``[T, R, K, A, M]`` and ``recall`` ``[T, K, A, M]``, laid out as
+    pycocotools' ``COCOeval.eval`` arrays over the labels ``matches.labels``.
+    """
+    matches = _match_all(
+        _flatten(predictions, targets),
+        IOU_THRESHOLDS,
+        np.array(list(AREA_RANGES.values())),
+        max(MAX_DETS),
+    )
+    precision, recall = _accumulate(matches, RECALL_THRESHOLDS, MAX_DETS)
+    return matches, precision, recall
+
+
 def coco_evaluate(predictions: Sequence[dict], targets: Sequence[dict]) -> dict:
     """The COCO detection metrics, equal to pycocotools' ``COCOeval(...).stats``.
 
@@ -527,13 +543,7 @@ def coco_evaluate(predictions: Sequence[dict], targets: Sequence[dict]) -> dict:
     they are; labels that appear only in predictions cannot change any
     number (COCO evaluates the ground truth's categories).
     """
-    out = _match_all(
-        _flatten(predictions, targets),
-        IOU_THRESHOLDS,
-        np.array(list(AREA_RANGES.values())),
-        max(MAX_DETS),
-    )
-    precision, recall = _accumulate(out, RECALL_THRESHOLDS, MAX_DETS)
+    out, precision, recall = _coco_arrays(predictions, targets)
     arrays = {"precision": precision, "recall": recall}
     results: dict = {
         name: _summarize(arrays[kind], iou, area, max_dets)

@@ -16,10 +16,7 @@ from detlearn.evaluate import (
     AREA_RANGES,
     IOU_THRESHOLDS,
     MAX_DETS,
-    RECALL_THRESHOLDS,
-    _accumulate,
-    _flatten,
-    _match_all,
+    _coco_arrays,
     _match_groups,
     average_precision,
     coco_evaluate,
@@ -171,13 +168,7 @@ def test_stats_and_per_class_equal_pycocotools(config):
 def test_precision_and_recall_arrays_equal_pycocotools():
     predictions, targets = make_data(seed=5, num_images=150, num_classes=4, crowded_images=True)
     reference = run_pycocotools(*to_coco(predictions, targets))
-    out = _match_all(
-        _flatten(predictions, targets),
-        IOU_THRESHOLDS,
-        np.array(list(AREA_RANGES.values())),
-        max(MAX_DETS),
-    )
-    precision, recall = _accumulate(out, RECALL_THRESHOLDS, MAX_DETS)
+    out, precision, recall = _coco_arrays(predictions, targets)
     # pycocotools also lists labels that were only predicted (all -1 there)
     k_ref = [reference.params.catIds.index(label) for label in out.labels]
     np.testing.assert_allclose(precision, reference.eval["precision"][:, :, k_ref], atol=1e-12)
