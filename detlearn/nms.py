@@ -38,6 +38,8 @@ __all__ = ["nms", "batched_nms", "soft_nms", "nms_reference"]
 # than it saves, and a blocked pool thread on a busy machine costs far more.
 _TILE = 181  # boxes decided per step (181 * 181 < 32768)
 _BLOCK = 32_767  # most IoU values computed at once
+_SMALL_GROUP = 1024  # batched_nms: larger groups (classes) are tiled one by one
+_GROUP_TABLE = 1 << 22  # batched_nms: most values in one batch of per-group tables
 
 
 def _threshold_in(dtype: torch.dtype, iou_threshold: float) -> float:
@@ -145,49 +147,113 @@ def _greedy_on_tile(over: Tensor) -> Tensor:
     return torch.tensor(keep, dtype=torch.int64, device=device)
 
 
-def _greedy_nms(boxes: Tensor, scores: Tensor, groups: Tensor | None, threshold: float) -> Tensor:
-    """Greedy NMS, tile by tile; within each group (class) of ``groups`` if given.
+def _greedy_nms(boxes: Tensor, scores: Tensor, threshold: float) -> Tensor:
+    """Greedy NMS, tile by tile; returns the kept indices in visiting order.
 
-    Boxes are visited by decreasing score (grouped first by group). Each step
-    decides the next ``_TILE`` boxes, all of them still alive, then removes
-    the later boxes that the tile's kept boxes suppress. With groups, a tile
-    holds whole groups plus the start of at most one group that continues
-    after it, so only that group's later boxes, a prefix of the rest, can be
-    suppressed. Returns the kept indices in visiting order.
+    Boxes are visited by decreasing score. Each step decides the next ``_TILE``
+    boxes, all of them still alive, then removes the later boxes that the
+    tile's kept boxes suppress.
     """
     order = torch.sort(scores, descending=True, stable=True).indices
-    if groups is not None:
-        order = order[torch.sort(groups[order], stable=True).indices]
-        groups = groups[order]
     index, cols = order, _columns(boxes[order])
-
     kept = []
     while len(index) > 0:
         tile, tile_index = cols[:, :_TILE], index[:_TILE]
-        over = _over(tile, tile, threshold)
-        if groups is not None:
-            tile_groups, groups = groups[:_TILE], groups[_TILE:]
-            over &= tile_groups[:, None] == tile_groups[None, :]
-        keep = _greedy_on_tile(over)
+        keep = _greedy_on_tile(_over(tile, tile, threshold))
         kept.append(tile_index[keep])
         index, cols = index[_TILE:], cols[:, _TILE:]
-
-        survivors, n = tile[:, keep], len(index)
-        if groups is not None:  # only the tile's last group continues
-            last = tile_groups[-1]
-            survivors = survivors[:, tile_groups[keep] == last]
-            n = int(torch.searchsorted(groups, last, right=True))
-        if n == 0:  # the tile's groups end inside it: nothing later to suppress
-            continue
-        alive = ~_suppressed_by(survivors, cols[:, :n], threshold)
-        if n == len(index):  # all later boxes were candidates
+        if len(index) > 0:
+            alive = ~_suppressed_by(tile[:, keep], cols, threshold)
             index, cols = index[alive], cols[:, alive]
-            groups = groups[alive] if groups is not None else None
-        else:
-            index = torch.cat((index[:n][alive], index[n:]))
-            cols = torch.cat((cols[:, :n][:, alive], cols[:, n:]), dim=1)
-            groups = torch.cat((groups[:n][alive], groups[n:]))
     return torch.cat(kept) if kept else _empty_indices(order.device)
+
+
+def _greedy_on_groups(over: np.ndarray) -> np.ndarray:
+    """Greedy NMS in G groups at once: bool ``[G, M, M]`` tables -> bool ``[G, M]`` kept.
+
+    ``over[g, i, j]``: box i of group g would suppress box j of group g. The
+    loop runs down the M positions once, deciding position i of every group
+    in one vectorised step.
+    """
+    removed = np.zeros(over.shape[:2], dtype=bool)
+    keep = np.zeros(over.shape[:2], dtype=bool)
+    for i in range(over.shape[1]):
+        keep_i = ~removed[:, i]
+        keep[:, i] = keep_i
+        removed |= over[:, i] & keep_i[:, None]
+    return keep
+
+
+def _per_group_nms(
+    boxes: Tensor, order: Tensor, starts: Tensor, counts: Tensor, threshold: float
+) -> Tensor:
+    """Greedy NMS in each of a few groups of similar size, all at once.
+
+    Group g's boxes are ``order[starts[g] : starts[g] + counts[g]]``, by
+    decreasing score. They are laid out in a zero-padded ``[G, M]`` table
+    (padding has zero area, so it never suppresses), the ``[G, M, M]`` IoU
+    tables are computed a few groups at a time (small enough to stay in the
+    CPU cache) and :func:`_greedy_on_groups` decides every group together.
+    Returns the kept indices.
+    """
+    num_groups, size = len(counts), int(counts.max())
+    group = torch.repeat_interleave(torch.arange(num_groups, device=order.device), counts)
+    position = torch.arange(len(group), device=order.device) - (counts.cumsum(0) - counts)[group]
+    index = order[starts[group] + position]
+    table = boxes.new_zeros(5, num_groups, size)
+    table[:, group, position] = _columns(boxes[index])
+    step = max(1, _BLOCK // size**2)
+    over = np.concatenate(
+        [
+            _over_batched(table[:, g : g + step], threshold).cpu().numpy()
+            for g in range(0, num_groups, step)
+        ]
+    )
+    keep = torch.from_numpy(_greedy_on_groups(over)).to(order.device)
+    return index[keep[group, position]]
+
+
+def _over_batched(table: Tensor, threshold: float) -> Tensor:
+    """bool ``[G, M, M]``: IoU > threshold within each group of a ``[5, G, M]`` table."""
+    x1, y1, x2, y2, area = table.unbind(0)  # each [G, M]
+    w = torch.minimum(x2[:, :, None], x2[:, None]).sub_(torch.maximum(x1[:, :, None], x1[:, None]))
+    h = torch.minimum(y2[:, :, None], y2[:, None]).sub_(torch.maximum(y1[:, :, None], y1[:, None]))
+    inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
+    union = (area[:, :, None] + area[:, None]).sub_(inter)
+    return inter.div_(union) > threshold
+
+
+def _grouped_greedy_nms(boxes: Tensor, scores: Tensor, groups: Tensor, threshold: float) -> Tensor:
+    """Greedy NMS within each group of ``groups``; returns the kept indices (any order).
+
+    Classes usually hold tens to hundreds of boxes each, too few for the tiles
+    of :func:`_greedy_nms` to pay off one class at a time. So groups of up to
+    ``_SMALL_GROUP`` boxes are sorted by size and handled in batches by
+    :func:`_per_group_nms` (each batch's padded tables hold at most
+    ``_GROUP_TABLE`` values); larger groups go through :func:`_greedy_nms`.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    order = order[torch.sort(groups[order], stable=True).indices]  # by group, then score
+    _, counts = torch.unique_consecutive(groups[order], return_counts=True)
+    starts = counts.cumsum(0) - counts
+    kept = []
+    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
+        if count > _SMALL_GROUP:
+            index = order[start : start + count]
+            kept.append(index[_greedy_nms(boxes[index], scores[index], threshold)])
+    small = torch.nonzero(counts <= _SMALL_GROUP).squeeze(1)
+    small = small[torch.sort(counts[small], stable=True).indices]
+    first = 0
+    while first < len(small):
+        last = first + 1  # the batch grows while its padded tables fit
+        while last < len(small) and (last + 1 - first) * int(counts[small[last]]) ** 2 <= (
+            _GROUP_TABLE
+        ):
+            last += 1
+        batch = small[first:last]
+        kept.append(_per_group_nms(boxes, order, starts[batch], counts[batch], threshold))
+        first = last
+    return torch.cat(kept) if kept else _empty_indices(boxes.device)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -207,7 +273,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     boxes = _checks.boxes(boxes, "boxes")
     scores = _checks.scores(scores, "scores", len(boxes))
     iou_threshold = _checks.threshold(iou_threshold, "iou_threshold")
-    return _greedy_nms(boxes, scores, None, _threshold_in(boxes.dtype, iou_threshold))
+    return _greedy_nms(boxes, scores, _threshold_in(boxes.dtype, iou_threshold))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -234,7 +300,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     scores = _checks.scores(scores, "scores", len(boxes))
     idxs = _checks.labels(idxs, "idxs", len(boxes))
     iou_threshold = _checks.threshold(iou_threshold, "iou_threshold")
-    keep = _greedy_nms(boxes, scores, idxs, _threshold_in(boxes.dtype, iou_threshold))
+    keep = _grouped_greedy_nms(boxes, scores, idxs, _threshold_in(boxes.dtype, iou_threshold))
     keep = torch.sort(keep).values  # so that equal scores end up by increasing index
     return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
 

@@ -20,14 +20,22 @@ THRESHOLDS = st.one_of(
 
 
 @contextmanager
-def tiling(tile: int, block: int = N._BLOCK):
-    """Run the fast NMS with other tile / block sizes, to exercise its bookkeeping."""
-    saved = N._TILE, N._BLOCK
-    N._TILE, N._BLOCK = tile, block
+def tiling(
+    tile: int,
+    block: int = N._BLOCK,
+    small_group: int = N._SMALL_GROUP,
+    group_table: int = N._GROUP_TABLE,
+):
+    """Run the fast NMS with other tile / block / batch sizes, to exercise its bookkeeping."""
+    names = ("_TILE", "_BLOCK", "_SMALL_GROUP", "_GROUP_TABLE")
+    saved = [getattr(N, name) for name in names]
+    for name, value in zip(names, (tile, block, small_group, group_table), strict=True):
+        setattr(N, name, value)
     try:
         yield
     finally:
-        N._TILE, N._BLOCK = saved
+        for name, value in zip(names, saved, strict=True):
+            setattr(N, name, value)
 
 
 def clustered(n: int, seed: int, dtype=torch.float32, centres: int = 50):
@@ -166,6 +174,21 @@ def test_batched_nms_many_boxes_equals_torchvision(iou_threshold, classes):
     assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
     with tiling(100, block=5000):
         assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
+
+
+@pytest.mark.parametrize(
+    ("small_group", "group_table"), [(N._SMALL_GROUP, N._GROUP_TABLE), (50, 20_000), (0, 1)]
+)
+def test_batched_nms_with_classes_of_very_different_sizes(small_group, group_table):
+    """One class of 2,000 boxes, a few of hundreds, many of a handful: tiled one by one,
+    batched together and batched alone all give torchvision's per-class answer."""
+    sizes = [2000, 400, 150, 60] + [3] * 40 + [1] * 10
+    boxes, scores = clustered(sum(sizes), seed=4)
+    idxs = torch.repeat_interleave(torch.arange(len(sizes)) * 7, torch.tensor(sizes))
+    idxs = idxs[torch.randperm(len(idxs), generator=torch.Generator().manual_seed(3))]
+    ref = tvo.batched_nms(boxes, scores, idxs, 0.5)
+    with tiling(N._TILE, small_group=small_group, group_table=group_table):
+        assert torch.equal(N.batched_nms(boxes, scores, idxs, 0.5), ref)
 
 
 def test_batched_nms_is_nms_per_class():
