@@ -56,6 +56,7 @@ def run(task: str, seconds: float, num_eval: int, seed: int = 0) -> dict:
         seconds=seconds,
         batch_size=recipe.batch_size,
         lr=recipe.lr,
+        augment=recipe.augment,
         seed=seed,
         progress=False,
     )
@@ -81,7 +82,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| task | budget s | steps | steps/s | data s | eval s | params | metrics | target | ok |")
+    print(
+        "| task | budget s | steps | steps/s | data s | eval s | params | metrics | target | ok |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
     for task, seconds, num_eval, targets in RUNS:
         if task not in args.tasks:
@@ -90,11 +93,19 @@ def main() -> None:
         shown = ", ".join(f"{k} {r[k]:.3f}" for k in SHOWN[task])
         target = ", ".join(f"{k} >= {v}" for k, v in targets.items()) or "-"
         ok = "-" if not targets else ("yes" if all(r[k] >= v for k, v in targets.items()) else "NO")
-        print(
-            f"| {task} | {seconds * args.scale:g} | {r['steps']} | {r['steps'] / r['train_s']:.1f} "
-            f"| {r['data_s']:.1f} | {r['eval_s']:.1f} | {r['params']:,} | {shown} | {target} | {ok} |",
-            flush=True,
-        )
+        cells = [
+            task,
+            f"{seconds * args.scale:g}",
+            r["steps"],
+            f"{r['steps'] / r['train_s']:.1f}",
+            f"{r['data_s']:.1f}",
+            f"{r['eval_s']:.1f}",
+            f"{r['params']:,}",
+            shown,
+            target,
+            ok,
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,7 @@ def run_train(args: argparse.Namespace) -> None:
         **budget,
         batch_size=args.batch_size or recipe.batch_size,
         lr=args.lr or recipe.lr,
+        augment=recipe.augment,
         device=args.device,
         seed=args.seed,
         progress=not args.quiet,

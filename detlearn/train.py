@@ -33,6 +33,7 @@ __all__ = [
     "History",
     "Recipe",
     "build_model",
+    "dihedral",
     "evaluate_model",
     "fit",
     "load_checkpoint",
@@ -61,7 +62,7 @@ class Recipe:
         model: the class to build (see :func:`build_model`).
         num_images: training scenes.
         epochs: passes over them.
-        batch_size, lr: for :func:`fit`.
+        batch_size, lr, augment: for :func:`fit`.
     """
 
     model: str
@@ -69,12 +70,13 @@ class Recipe:
     epochs: int
     batch_size: int
     lr: float
+    augment: bool = True
 
 
 RECIPES: dict[str, Recipe] = {
-    "classify": Recipe("Classifier", num_images=2000, epochs=4, batch_size=32, lr=3e-3),
-    "localize": Recipe("Localizer", num_images=3000, epochs=8, batch_size=32, lr=3e-3),
-    "detect": Recipe("TinyDetector", num_images=3000, epochs=10, batch_size=32, lr=3e-3),
+    "classify": Recipe("Classifier", 2000, epochs=4, batch_size=32, lr=3e-3, augment=False),
+    "localize": Recipe("Localizer", 2000, epochs=10, batch_size=32, lr=3e-3),
+    "detect": Recipe("TinyDetector", 4000, epochs=8, batch_size=16, lr=3e-3),
 }
 
 
@@ -159,12 +161,28 @@ def dihedral(
         images = images.flip(-1)
         for t in targets:
             if "boxes" in t:
-                t["boxes"] = torch.stack([w - t["boxes"][:, 2], t["boxes"][:, 1], w - t["boxes"][:, 0], t["boxes"][:, 3]], 1)
+                t["boxes"] = torch.stack(
+                    [
+                        w - t["boxes"][:, 2],
+                        t["boxes"][:, 1],
+                        w - t["boxes"][:, 0],
+                        t["boxes"][:, 3],
+                    ],
+                    1,
+                )
     if k & 2:
         images = images.flip(-2)
         for t in targets:
             if "boxes" in t:
-                t["boxes"] = torch.stack([t["boxes"][:, 0], h - t["boxes"][:, 3], t["boxes"][:, 2], h - t["boxes"][:, 1]], 1)
+                t["boxes"] = torch.stack(
+                    [
+                        t["boxes"][:, 0],
+                        h - t["boxes"][:, 3],
+                        t["boxes"][:, 2],
+                        h - t["boxes"][:, 1],
+                    ],
+                    1,
+                )
     if k & 4 and h == w:
         images = images.transpose(-1, -2)
         for t in targets:
@@ -227,6 +245,8 @@ def fit(
         val_dataset: evaluated after every epoch with ``eval_fn`` (default
             :func:`evaluate_model`); results go to ``history.metrics``.
         eval_fn: ``eval_fn(model, val_dataset) -> dict``.
+        augment: show each batch in one of the 8 flips and transpositions of the
+            square, drawn at random (see :func:`dihedral`).
     """
     if sum(budget is not None for budget in (epochs, steps, seconds)) != 1:
         raise ValueError("give exactly one budget: epochs=, steps= or seconds=")
@@ -251,7 +271,10 @@ def fit(
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model.to(device).train()
+    # channels-last tensors make the CPU convolutions and pooling about 15% faster
+    memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    images = images.contiguous(memory_format=memory_format)
+    model.to(device, memory_format=memory_format).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     bar = tqdm(total=total_steps or None, disable=not progress, unit="step", dynamic_ncols=True)
     start, paused = time.perf_counter(), 0.0  # paused: time spent evaluating
@@ -272,6 +295,7 @@ def fit(
             if augment:
                 k = int(torch.randint(8, (1,), generator=generator))
                 batch, batch_targets = dihedral(batch, batch_targets, k)
+                batch = batch.contiguous(memory_format=memory_format)
             losses = model(batch, batch_targets)
             loss = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
@@ -300,6 +324,7 @@ def fit(
             paused += time.perf_counter() - tic
     bar.close()
     history.seconds = elapsed()
+    model.to(memory_format=torch.contiguous_format)  # as a freshly built model is
     model.eval()
     return history
 

@@ -29,9 +29,7 @@ def detect_run(tmp_path_factory):
     )  # fmt: skip
     assert code == 0, err
     assert "saved" in out and (root / "run" / "checkpoint.pt").is_file()
-    code, out, err = run(
-        "evaluate", root / "run", "--num-images", 20, "--coco-out", root / "coco"
-    )
+    code, out, err = run("evaluate", root / "run", "--num-images", 20, "--coco-out", root / "coco")
     assert code == 0, err
     return root, out
 
@@ -62,9 +60,13 @@ def test_coco_files_give_the_printed_numbers(detect_run):
         assert metrics[key] == pytest.approx(value, abs=1e-5), key
 
 
-@pytest.mark.parametrize(("task", "keys"), [("classify", {"accuracy"}), ("localize", {"accuracy", "mean_iou"})])
+@pytest.mark.parametrize(
+    ("task", "keys"), [("classify", {"accuracy"}), ("localize", {"accuracy", "mean_iou"})]
+)
 def test_train_and_evaluate_classifier_and_localizer(task, keys, tmp_path):
-    code, _, err = run("train", task, "--epochs", 1, "--num-images", 32, "--quiet", "--out", tmp_path)
+    code, _, err = run(
+        "train", task, "--epochs", 1, "--num-images", 32, "--quiet", "--out", tmp_path
+    )
     assert code == 0, err
     code, out, err = run("evaluate", tmp_path, "--num-images", 10, "--seed", 5)
     assert code == 0, err

@@ -28,7 +28,8 @@ def mathjax_es5_folder() -> Path:
 def copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
-    shutil.copytree(mathjax_es5_folder(), Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
+    target = Path(app.outdir) / "_static" / "mathjax"
+    shutil.copytree(mathjax_es5_folder(), target, dirs_exist_ok=True)
 
 
 def setup(app: Sphinx) -> dict:

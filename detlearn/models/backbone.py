@@ -55,11 +55,8 @@ class Backbone(nn.Module):
         self,
         widths: Sequence[int] = (8, 16, 32, 64, 64),
         out_strides: Sequence[int] = (16,),
-        downsample: str = "max",
-        center: bool = False,
     ) -> None:
         super().__init__()
-        self.center = center
         stage_strides = [2**k for k in range(len(widths))]
         if not out_strides or any(s not in stage_strides for s in out_strides):
             raise ValueError(f"out_strides must be taken from {stage_strides}, got {out_strides}")
@@ -69,18 +66,13 @@ class Backbone(nn.Module):
         self.out_channels = tuple(widths[stage_strides.index(s)] for s in self.out_strides)
         stages = [conv_bn_relu(3, widths[0])]
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-            if downsample == "max":
-                stages.append(nn.Sequential(nn.MaxPool2d(2), conv_bn_relu(c_in, c_out)))
-            else:
-                stages.append(nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)))
+            stages.append(nn.Sequential(nn.MaxPool2d(2), conv_bn_relu(c_in, c_out)))
         # stages past the last requested stride are never run, so they are not built
         self.stages = nn.ModuleList(stages[: stage_strides.index(self.out_strides[-1]) + 1])
         self.stage_strides = tuple(stage_strides[: len(self.stages)])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
-        if self.center:
-            x = x - x.mean(dim=(2, 3), keepdim=True)
         for stride, stage in zip(self.stage_strides, self.stages, strict=True):
             x = stage(x)
             if stride in self.out_strides:

@@ -1,6 +1,6 @@
 """TinyDetector: a single-stage, anchor-based detector in the RetinaNet / SSD family (chapter 9).
 
-    images -> Backbone -> feature maps at strides (8, 16)
+    images -> Backbone -> feature maps at strides (4, 8, 16)
            -> one DenseHead per map -> class logits and box deltas for every anchor
     train: anchors -> box_iou -> Matcher -> encode_boxes -> focal + box losses
     eval:  sigmoid scores -> threshold -> top-k -> decode_boxes -> clip -> batched_nms
@@ -39,6 +39,9 @@ class TinyDetector(nn.Module):
         widths: channels of the backbone's stages (stage ``k`` has stride ``2**k``).
         strides: the feature levels the heads read, e.g. ``(8, 16)``.
         sizes: anchor sizes in pixels, one tuple per level (anchor area is ``size**2``).
+            The defaults cover ShapesDataset's objects (10 to 48 pixels on a 96-pixel
+            image) with sizes a factor sqrt(2) apart; the stride-4 level gives the
+            smallest objects several anchors and fine features to place their boxes.
         aspect_ratios: anchor height / width ratios, shared by all levels.
         fg_iou_thresh: anchors with IoU >= this with a ground-truth box are foreground.
         bg_iou_thresh: anchors whose best IoU is below this are background; those in
@@ -78,25 +81,23 @@ class TinyDetector(nn.Module):
         num_classes: int,
         *,
         widths: Sequence[int] = (8, 16, 32, 64, 64),
-        strides: Sequence[int] = (8, 16),
-        sizes: Sequence[Sequence[float]] = ((11.0, 16.0, 23.0), (32.0, 45.0)),
+        strides: Sequence[int] = (4, 8, 16),
+        sizes: Sequence[Sequence[float]] = ((10.0, 14.0), (20.0, 28.0), (40.0, 56.0)),
         aspect_ratios: Sequence[float] = (1.0,),
         fg_iou_thresh: float = 0.5,
         bg_iou_thresh: float = 0.4,
         allow_low_quality_matches: bool = True,
         cls_loss: str = "focal",
-        box_loss: str = "giou",
+        box_loss: str = "smooth_l1",
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
-        box_weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+        box_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
         smooth_l1_beta: float = 1.0 / 9.0,
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         topk_candidates: int = 1000,
         detections_per_img: int = 100,
         prior_prob: float = 0.01,
-        downsample: str = "max",
-        center: bool = False,
     ) -> None:
         super().__init__()
         if cls_loss not in CLS_LOSSES:
@@ -138,7 +139,7 @@ class TinyDetector(nn.Module):
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.topk_candidates, self.detections_per_img = topk_candidates, detections_per_img
 
-        self.backbone = Backbone(widths, out_strides=self.strides, downsample=downsample, center=center)
+        self.backbone = Backbone(widths, out_strides=self.strides)
         self.heads = nn.ModuleList(
             DenseHead(channels, len(level_sizes) * len(self.aspect_ratios), num_classes, prior_prob)
             for channels, level_sizes in zip(self.backbone.out_channels, self.sizes, strict=True)
@@ -182,7 +183,9 @@ class TinyDetector(nn.Module):
         anchor ``n`` must predict, ``Matcher.BELOW_LOW_THRESHOLD`` (-1, background) or
         ``Matcher.BETWEEN_THRESHOLDS`` (-2, ignored).
         """
-        return torch.stack([self.matcher(box_iou(t["boxes"], anchors)) for t in targets])
+        counts = [len(t["boxes"]) for t in targets]
+        iou = box_iou(torch.cat([t["boxes"] for t in targets]), anchors)  # [G_1 + ... + G_B, N]
+        return torch.stack([self.matcher(image_iou) for image_iou in iou.split(counts)])
 
     def compute_loss(
         self,
