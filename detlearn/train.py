@@ -74,7 +74,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "classify": Recipe("Classifier", 2000, epochs=4, batch_size=32, lr=3e-3, augment=False),
+    "classify": Recipe("Classifier", 2000, epochs=4, batch_size=16, lr=3e-3, augment=False),
     "localize": Recipe("Localizer", 2000, epochs=10, batch_size=32, lr=3e-3),
     "detect": Recipe("TinyDetector", 4000, epochs=8, batch_size=16, lr=3e-3),
 }
