@@ -95,8 +95,12 @@ def _columns(boxes: Tensor) -> Tensor:
 
 
 def _inter_union_columns(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Pairwise intersection and union areas ``[K, M]`` of boxes given as
-    columns ``[5, K]`` and ``[5, M]`` (see :func:`_columns`).
+    """Pairwise intersection and union areas ``[*G, K, M]`` of boxes given as
+    columns ``[5, *G, K]`` and ``[5, *G, M]`` (see :func:`_columns`).
+
+    ``*G`` are optional leading batch dimensions: every box of ``a`` is paired
+    with every box of ``b`` in the same batch entry (batched NMS compares the
+    boxes of many classes at once this way).
 
     The arithmetic is torchvision's, operation for operation, so the results
     are bit-identical: ``w = clamp(min(x2) - max(x1), 0)``, likewise ``h``,
@@ -105,8 +109,8 @@ def _inter_union_columns(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     temporary is made once and then updated in place, and b's coordinates
     are contiguous rows, so the inner loops stream through memory.
     """
-    a_x1, a_y1, a_x2, a_y2, a_area = a[:, :, None].unbind(0)  # each [K, 1]
-    b_x1, b_y1, b_x2, b_y2, b_area = b.unbind(0)  # each [M]
+    a_x1, a_y1, a_x2, a_y2, a_area = a[..., None].unbind(0)  # each [*G, K, 1]
+    b_x1, b_y1, b_x2, b_y2, b_area = b.unsqueeze(-2).unbind(0)  # each [*G, 1, M]
     w = torch.minimum(a_x2, b_x2).sub_(torch.maximum(a_x1, b_x1)).clamp_(min=0)
     h = torch.minimum(a_y2, b_y2).sub_(torch.maximum(a_y1, b_y1)).clamp_(min=0)
     inter = w.mul_(h)

@@ -40,9 +40,6 @@ class Localizer(nn.Module):
         lam: weight of the box loss in ``L_cls + lam * L_box``.
         beta: smooth L1's switch point, in image fractions (0.02 is 2 pixels of a
             96-pixel image).
-        box_stride: the stride of the backbone map the box head reads. The class
-            head always reads the last (coarsest) map; a finer map for the box
-            keeps more of *where* (stride 8: 12 x 12 locations of a 96-pixel image).
 
     Calling convention (torchvision's):
 
@@ -65,7 +62,6 @@ class Localizer(nn.Module):
         box_loss: str = "giou",
         lam: float = 1.0,
         beta: float = 0.02,
-        box_stride: int = 16,
     ) -> None:
         super().__init__()
         if box_loss not in BOX_LOSSES:
@@ -78,19 +74,14 @@ class Localizer(nn.Module):
             "box_loss": box_loss,
             "lam": lam,
             "beta": beta,
-            "box_stride": box_stride,
         }
         self.image_size = image_size
         self.box_loss, self.lam, self.beta = box_loss, lam, beta
-        stride = 2 ** (len(widths) - 1)
-        if box_stride not in [2**k for k in range(len(widths))]:
-            raise ValueError(
-                f"box_stride must be a stage's stride (1, 2, ..., {stride}), got {box_stride}"
-            )
-        self.backbone = Backbone(widths, out_strides=sorted({box_stride, stride}))
+        stride = 2 ** (len(widths) - 1)  # the last stage's: both heads read its map
+        self.backbone = Backbone(widths, out_strides=(stride,))
         self.cls_head = ClassificationHead(self.backbone.out_channels[-1], num_classes, pool)
-        feature_size = Backbone.feature_size((image_size, image_size), box_stride)
-        self.box_head = BoxHead(self.backbone.out_channels[0], feature_size)
+        feature_size = Backbone.feature_size((image_size, image_size), stride)
+        self.box_head = BoxHead(self.backbone.out_channels[-1], feature_size)
 
     def predict_raw(
         self, images: torch.Tensor | Sequence[torch.Tensor]
@@ -101,11 +92,11 @@ class Localizer(nn.Module):
             raise ValueError(
                 f"images must be {self.image_size} x {self.image_size}, got {tuple(x.shape[-2:])}"
             )
-        features = self.backbone(x)  # [box map, class map], or one map for both
-        cxcywh = self.box_head(features[0])  # fractions of the image
+        (features,) = self.backbone(x)
+        cxcywh = self.box_head(features)  # fractions of the image
         h, w = x.shape[-2:]
         scale = cxcywh.new_tensor([w, h, w, h])
-        return self.cls_head(features[-1]), box_convert(cxcywh, "cxcywh", "xyxy") * scale
+        return self.cls_head(features), box_convert(cxcywh, "cxcywh", "xyxy") * scale
 
     def forward(
         self,
