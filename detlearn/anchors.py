@@ -194,6 +194,7 @@ class Matcher:
     Equal to ``torchvision.models.detection._utils.Matcher`` except for empty
     input, where torchvision raises: G = 0 gives all -1 ``[A]`` (an image
     with no objects is all background) and A = 0 gives an empty int64 ``[0]``.
+    :meth:`match_batch` matches the matrices of several images at once.
     """
 
     BELOW_LOW_THRESHOLD = -1
@@ -218,25 +219,53 @@ class Matcher:
 
     def __call__(self, match_quality_matrix: Tensor) -> Tensor:
         """int64 ``[A]``: matched gt index, -1 or -2 for each anchor."""
-        iou = _checks.matrix(match_quality_matrix, "match_quality_matrix")
-        num_gt, num_anchors = iou.shape
-        if num_gt == 0 or num_anchors == 0:
-            return torch.full(
-                (num_anchors,), self.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=iou.device
-            )
+        return self._match([_checks.matrix(match_quality_matrix, "match_quality_matrix")])[0]
 
-        best_iou, best_gt = iou.max(dim=0)
-        matches = best_gt.clone()
-        matches[best_iou < self.low_threshold] = self.BELOW_LOW_THRESHOLD
+    def match_batch(self, match_quality_matrices: Sequence[Tensor]) -> Tensor:
+        """int64 ``[B, A]``: row b is ``self(match_quality_matrices[b])``, all in one go.
+
+        The images' ``[G_b, A]`` matrices (one number of anchors A, any G_b) are
+        stacked into one ``[B, max G_b, A]`` tensor whose padding rows are
+        ``-inf``: they are never an anchor's best and are left out of the
+        low-quality step. A detector's training step matches a whole batch
+        this way instead of image by image.
+        """
+        matrices = [_checks.matrix(m, "match_quality_matrices") for m in match_quality_matrices]
+        return self._match(matrices)
+
+    def _match(self, matrices: list[Tensor]) -> Tensor:
+        """:meth:`match_batch` on checked matrices."""
+        if len({m.shape[1] for m in matrices}) > 1:
+            raise ValueError("match_quality_matrices must all have the same number of columns")
+        if not matrices:
+            return torch.zeros(0, 0, dtype=torch.int64)
+        counts = torch.tensor([len(m) for m in matrices], device=matrices[0].device)
+        num_gt, num_anchors = int(counts.max()), matrices[0].shape[1]
+        matches = torch.full(
+            (len(matrices), num_anchors),
+            self.BELOW_LOW_THRESHOLD,
+            dtype=torch.int64,
+            device=matrices[0].device,
+        )
+        if num_gt == 0 or num_anchors == 0:
+            return matches
+        real = torch.arange(num_gt, device=counts.device) < counts[:, None]  # [B, G]
+        iou = matrices[0].new_full((len(matrices), num_gt, num_anchors), -math.inf)
+        iou[real] = torch.cat(matrices)
+
+        best_iou, best_gt = iou.max(dim=1)  # [B, A]; the first gt on ties
+        matches = torch.where(best_iou >= self.low_threshold, best_gt, matches)
         between = (best_iou >= self.low_threshold) & (best_iou < self.high_threshold)
         matches[between] = self.BETWEEN_THRESHOLDS
         if self.allow_low_quality_matches:
-            self._restore_best_anchors_(matches, best_gt, iou)
+            matches = self._restore_best_anchors(matches, best_gt, iou, real)
         return matches
 
     @staticmethod
-    def _restore_best_anchors_(matches: Tensor, best_gt: Tensor, iou: Tensor) -> None:
-        """Give every anchor tied for some gt's highest IoU its best-gt index back."""
-        best_per_gt = iou.max(dim=1).values
-        anchors = torch.where(iou == best_per_gt[:, None])[1]
-        matches[anchors] = best_gt[anchors]
+    def _restore_best_anchors(
+        matches: Tensor, best_gt: Tensor, iou: Tensor, real: Tensor
+    ) -> Tensor:
+        """Give every anchor tied for some (real) gt's highest IoU its best-gt index back."""
+        best_per_gt = iou.max(dim=2, keepdim=True).values  # [B, G, 1]
+        tied = ((iou == best_per_gt) & real[:, :, None]).any(dim=1)  # [B, A]
+        return torch.where(tied, best_gt, matches)

@@ -236,6 +236,36 @@ def test_matcher_equals_torchvision_on_continuous_values(iou, low_quality):
     assert torch.equal(ours, TvMatcher(0.5, 0.4, low_quality)(noisy))
 
 
+@given(
+    sizes=st.lists(st.integers(0, 5), min_size=1, max_size=5),
+    num_anchors=st.integers(1, 12),
+    low_quality=st.booleans(),
+    seed=st.integers(0, 999),
+)
+def test_match_batch_equals_torchvision_image_by_image(sizes, num_anchors, low_quality, seed):
+    """Images with different numbers of objects (none included) matched in one go."""
+    g = torch.Generator().manual_seed(seed)
+    matrices = [torch.randint(0, 8, (n, num_anchors), generator=g) / 8 for n in sizes]
+    batch = Matcher(0.5, 0.4, low_quality).match_batch(matrices)
+    assert batch.shape == (len(sizes), num_anchors) and batch.dtype == torch.int64
+    for row, iou in zip(batch, matrices, strict=True):
+        if len(iou) == 0:
+            assert row.tolist() == [-1] * num_anchors  # all background
+        else:
+            assert torch.equal(row, TvMatcher(0.5, 0.4, low_quality)(iou))
+
+
+def test_match_batch_empty_and_rejects_bad_input():
+    m = Matcher(0.5, 0.4, True)
+    assert m.match_batch([]).shape == (0, 0)
+    assert m.match_batch([torch.zeros(0, 3), torch.zeros(0, 3)]).tolist() == [[-1] * 3] * 2
+    assert m.match_batch([torch.zeros(2, 0)]).shape == (1, 0)
+    with pytest.raises(ValueError, match="same number of columns"):
+        m.match_batch([torch.zeros(1, 3), torch.zeros(1, 4)])
+    with pytest.raises(ValueError, match="match_quality_matrices"):
+        m.match_batch([torch.tensor([[0.5, math.nan]])])
+
+
 def test_matcher_worked_example():
     iou = torch.tensor(
         [

@@ -185,7 +185,7 @@ class TinyDetector(nn.Module):
         """
         counts = [len(t["boxes"]) for t in targets]
         iou = box_iou(torch.cat([t["boxes"] for t in targets]), anchors)  # [G_1 + ... + G_B, N]
-        return torch.stack([self.matcher(image_iou) for image_iou in iou.split(counts)])
+        return self.matcher.match_batch(iou.split(counts))
 
     def compute_loss(
         self,
@@ -241,18 +241,19 @@ class TinyDetector(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Label ``[B, N]`` and box ``[B, N, 4]`` of each anchor's matched object.
 
-        Entries of unmatched anchors hold object 0's (or zeros in an empty image);
-        the losses mask them out.
+        Entries of unmatched anchors hold some object's values (zeros when the
+        batch has no objects at all); the losses mask them out.
         """
-        labels, boxes = [], []
-        for t, m in zip(targets, matched, strict=True):
-            if len(t["labels"]) == 0:
-                labels.append(torch.zeros_like(m))
-                boxes.append(m.new_zeros((len(m), 4), dtype=t["boxes"].dtype))
-            else:
-                labels.append(t["labels"][m.clamp(min=0)])
-                boxes.append(t["boxes"][m.clamp(min=0)])
-        return torch.stack(labels), torch.stack(boxes)
+        labels = torch.cat([t["labels"] for t in targets])
+        boxes = torch.cat([t["boxes"] for t in targets])
+        if len(labels) == 0:
+            return torch.zeros_like(matched), matched.new_zeros(
+                (*matched.shape, 4), dtype=boxes.dtype
+            )
+        counts = torch.tensor([len(t["labels"]) for t in targets], device=matched.device)
+        first = counts.cumsum(0) - counts  # row of each image's first object in the batch
+        index = (matched.clamp(min=0) + first[:, None]).clamp(max=len(labels) - 1)
+        return labels[index], boxes[index]
 
     def postprocess(
         self,
