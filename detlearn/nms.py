@@ -30,7 +30,7 @@ from torch import Tensor
 from detlearn import _checks
 from detlearn.boxes import _columns, _inter_union_columns, _iou
 
-__all__ = ["nms", "batched_nms", "soft_nms", "nms_reference"]
+__all__ = ["nms", "batched_nms", "soft_nms", "nms_reference", "box_voting"]
 
 # Sizes of the fast NMS's steps. Each tile x tile table and each block of IoU
 # values stays below PyTorch's parallel grain (32768 elements), so it runs on
@@ -99,7 +99,7 @@ def nms_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor
 
 
 def _over(a: Tensor, b: Tensor, threshold: float) -> Tensor:
-    """bool ``[K, M]``: IoU > threshold, for boxes as columns ``[5, K]``, ``[5, M]``.
+    """bool ``[*G, K, M]``: IoU > threshold, for boxes as columns ``[5, *G, K]``, ``[5, *G, M]``.
 
     A pair of zero-area boxes gives 0 / 0 = NaN, which is never > threshold.
     """
@@ -205,22 +205,12 @@ def _per_group_nms(
     step = max(1, _BLOCK // size**2)
     over = np.concatenate(
         [
-            _over_batched(table[:, g : g + step], threshold).cpu().numpy()
+            _over(table[:, g : g + step], table[:, g : g + step], threshold).cpu().numpy()
             for g in range(0, num_groups, step)
         ]
     )
     keep = torch.from_numpy(_greedy_on_groups(over)).to(order.device)
     return index[keep[group, position]]
-
-
-def _over_batched(table: Tensor, threshold: float) -> Tensor:
-    """bool ``[G, M, M]``: IoU > threshold within each group of a ``[5, G, M]`` table."""
-    x1, y1, x2, y2, area = table.unbind(0)  # each [G, M]
-    w = torch.minimum(x2[:, :, None], x2[:, None]).sub_(torch.maximum(x1[:, :, None], x1[:, None]))
-    h = torch.minimum(y2[:, :, None], y2[:, None]).sub_(torch.maximum(y1[:, :, None], y1[:, None]))
-    inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
-    union = (area[:, :, None] + area[:, None]).sub_(inter)
-    return inter.div_(union) > threshold
 
 
 def _grouped_greedy_nms(boxes: Tensor, scores: Tensor, groups: Tensor, threshold: float) -> Tensor:
@@ -303,6 +293,60 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     keep = _grouped_greedy_nms(boxes, scores, idxs, _threshold_in(boxes.dtype, iou_threshold))
     keep = torch.sort(keep).values  # so that equal scores end up by increasing index
     return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
+# --- box voting ----------------------------------------------------------------------------
+
+
+def box_voting(
+    boxes: Tensor,
+    scores: Tensor,
+    keep: Tensor,
+    iou_threshold: float = 0.7,
+    idxs: Tensor | None = None,
+) -> Tensor:
+    """Refine the boxes NMS kept: each becomes the score-weighted mean of its neighbours.
+
+    NMS keeps one box per object and discards the others, though each of them
+    is also an estimate of where the object is. Box voting (Gidaris and
+    Komodakis, 2015) averages them: kept box ``k`` is replaced by
+
+        sum_j s_j * b_j / sum_j s_j   over candidates j with IoU(b_keep[k], b_j) >= iou_threshold,
+
+    the kept box itself always among them. Scores and labels do not change,
+    so the ranking NMS produced does not either; only the boxes get tighter.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy, every candidate (what NMS was given).
+        scores: ``[N]`` their scores, >= 0 (the weights).
+        keep: int ``[K]`` indices into ``boxes`` of the kept boxes, e.g. what
+            :func:`nms` or :func:`batched_nms` returned.
+        iou_threshold: how much a candidate must overlap a kept box to vote.
+        idxs: int ``[N]`` class of each box, or ``None``; with it, only
+            candidates of the kept box's class vote (as in :func:`batched_nms`).
+
+    Returns:
+        float ``[K, 4]``: the refined boxes, in the order of ``keep``.
+    """
+    boxes = _checks.boxes(boxes, "boxes")
+    scores = _checks.scores(scores, "scores", len(boxes))
+    if (scores < 0).any():
+        raise ValueError("scores must be >= 0 (they are the weights of the vote)")
+    keep = _checks.tensor(keep, "keep")
+    if keep.dim() != 1 or keep.is_floating_point() or keep.dtype == torch.bool:
+        raise ValueError(f"keep must be a 1-D integer tensor, got {keep.dtype} {list(keep.shape)}")
+    if len(keep) and not (int(keep.min()) >= 0 and int(keep.max()) < len(boxes)):
+        raise ValueError(f"keep must hold indices into boxes (0 to {len(boxes) - 1})")
+    iou_threshold = _checks.threshold(iou_threshold, "iou_threshold")
+    votes = _iou(boxes[keep], boxes) >= iou_threshold  # [K, N]
+    if idxs is not None:
+        idxs = _checks.labels(idxs, "idxs", len(boxes))
+        votes &= idxs[keep][:, None] == idxs[None]
+    votes[torch.arange(len(keep), device=keep.device), keep] = True  # zero-area boxes too
+    weights = votes * scores[None]
+    total = weights.sum(dim=1, keepdim=True)
+    voted = (weights @ boxes) / total.clamp(min=torch.finfo(boxes.dtype).tiny)
+    return torch.where(total > 0, voted, boxes[keep])
 
 
 # --- soft-NMS ------------------------------------------------------------------------------

@@ -199,6 +199,19 @@ def test_detector_detections_per_img_and_score_thresh():
     assert all(len(out["boxes"]) == 0 for out in model(torch.rand(2, 3, SIZE, SIZE)))
 
 
+def test_detector_box_voting_moves_only_the_boxes():
+    torch.manual_seed(0)
+    plain = TinyDetector(3, score_thresh=0.0).eval()
+    voting = TinyDetector(3, score_thresh=0.0, voting_thresh=0.5).eval()
+    voting.load_state_dict(plain.state_dict())
+    images = torch.rand(2, 3, SIZE, SIZE)
+    moved = 0
+    for a, b in zip(plain(images), voting(images), strict=True):
+        assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["labels"], b["labels"])
+        moved += int((a["boxes"] != b["boxes"]).any(dim=1).sum())
+    assert moved > 0
+
+
 @pytest.mark.parametrize("model", [Classifier(3), Localizer(3, image_size=SIZE), TinyDetector(3)])
 def test_training_mode_needs_targets(model):
     with pytest.raises(ValueError, match="targets"):
@@ -218,3 +231,5 @@ def test_bad_detector_arguments_raise():
         TinyDetector(3, box_loss="l2")
     with pytest.raises(ValueError, match="sizes"):
         TinyDetector(3, sizes=((16.0,),))
+    with pytest.raises(ValueError, match="voting_thresh"):
+        TinyDetector(3, voting_thresh=1.5)

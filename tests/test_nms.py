@@ -346,6 +346,92 @@ def test_rejects_bad_idxs_and_soft_parameters():
         N.soft_nms(BOXES, SCORES, score_threshold=-0.1)
 
 
+# --- box voting ----------------------------------------------------------------------------
+
+
+def voting_by_definition(boxes, scores, keep, iou_threshold, idxs=None):
+    """Box voting written out one kept box at a time, with torchvision's IoU."""
+    iou = tvo.box_iou(boxes, boxes).double().nan_to_num(0.0)  # 0 / 0 counts as IoU 0
+    refined = []
+    for k in keep.tolist():
+        weight_sum, box_sum = 0.0, torch.zeros(4, dtype=torch.float64)
+        for j in range(len(boxes)):
+            same_class = idxs is None or idxs[j] == idxs[k]
+            if j == k or (same_class and iou[k, j] >= iou_threshold):
+                weight_sum += float(scores[j])
+                box_sum += float(scores[j]) * boxes[j].double()
+        refined.append(box_sum / weight_sum if weight_sum > 0 else boxes[k].double())
+    return torch.stack(refined) if refined else torch.zeros(0, 4, dtype=torch.float64)
+
+
+@given(
+    data=detections(), iou_threshold=THRESHOLDS, classes=st.integers(1, 3), seed=st.integers(0, 99)
+)
+def test_box_voting_matches_its_definition(data, iou_threshold, classes, seed):
+    rows, scores = data
+    boxes, scores = as_boxes(rows, torch.float64), torch.tensor(scores, dtype=torch.float64)
+    idxs = torch.randint(0, classes, (len(boxes),), generator=torch.Generator().manual_seed(seed))
+    keep = N.batched_nms(boxes, scores, idxs, 0.5)
+    refined = N.box_voting(boxes, scores, keep, iou_threshold, idxs)
+    assert refined.shape == (len(keep), 4) and refined.dtype == boxes.dtype
+    torch.testing.assert_close(
+        refined, voting_by_definition(boxes, scores, keep, iou_threshold, idxs)
+    )
+    if classes == 1:  # no idxs is the same as a single class
+        torch.testing.assert_close(N.box_voting(boxes, scores, keep, iou_threshold), refined)
+
+
+def test_box_voting_on_clustered_detections():
+    boxes, scores = clustered(400, seed=5)
+    idxs = torch.randint(0, 4, (400,), generator=torch.Generator().manual_seed(1))
+    keep = N.batched_nms(boxes, scores, idxs, 0.5)
+    refined = N.box_voting(boxes, scores, keep, 0.7, idxs)
+    expected = voting_by_definition(boxes, scores, keep, 0.7, idxs).float()
+    torch.testing.assert_close(refined, expected, rtol=1e-5, atol=1e-4)
+    assert not torch.equal(refined, boxes[keep])  # the clusters do move the boxes
+
+
+def test_box_voting_hand_made():
+    boxes = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0], [0.0, 0.0, 10.0, 10.0], [50, 50, 50, 60]]
+    )
+    scores = torch.tensor([0.6, 0.2, 0.9, 0.4])
+    labels = torch.tensor([0, 0, 1, 0])
+    keep = torch.tensor([2, 0, 3])
+    # box 0 and box 1 overlap with IoU 8/12; box 2 has another class; box 3 has no area
+    refined = N.box_voting(boxes, scores, keep, 0.6, labels)
+    expected = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.5, 0.0, 10.5, 10.0], [50, 50, 50, 60]])
+    torch.testing.assert_close(refined, expected)
+    assert torch.equal(N.box_voting(boxes, scores, keep, 0.7, labels), boxes[keep])  # 8/12 < 0.7
+    # without classes, box 2 (identical to box 0) votes too: (0.6 b0 + 0.2 b1 + 0.9 b2) / 1.7
+    no_classes = N.box_voting(boxes, scores, keep[1:2], 0.6)
+    torch.testing.assert_close(no_classes, torch.tensor([[0.4 / 1.7, 0.0, 10 + 0.4 / 1.7, 10.0]]))
+    # zero scores: the kept box stays where it is
+    zero = N.box_voting(boxes, torch.zeros(4), keep, 0.0)
+    assert torch.equal(zero, boxes[keep])
+
+
+def test_box_voting_empty_and_rejects_bad_input():
+    empty = N.box_voting(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    assert empty.shape == (0, 4)
+    none_kept = N.box_voting(BOXES, SCORES, torch.zeros(0, dtype=torch.int64))
+    assert none_kept.shape == (0, 4)
+    with pytest.raises(ValueError, match="scores must be >= 0"):
+        N.box_voting(BOXES, -SCORES, torch.tensor([0]))
+    for bad in (
+        torch.tensor([0.0]),
+        torch.tensor([[0]]),
+        torch.tensor([len(BOXES)]),
+        torch.tensor([-1]),
+    ):
+        with pytest.raises(ValueError, match="keep"):
+            N.box_voting(BOXES, SCORES, bad)
+    with pytest.raises(ValueError, match="iou_threshold"):
+        N.box_voting(BOXES, SCORES, torch.tensor([0]), 1.5)
+    with pytest.raises(ValueError, match="idxs"):
+        N.box_voting(BOXES, SCORES, torch.tensor([0]), 0.5, torch.tensor([0]))
+
+
 # --- CUDA ----------------------------------------------------------------------------------
 
 
@@ -365,3 +451,6 @@ class TestCuda:
         k_cpu, s_cpu = N.soft_nms(boxes[:300], scores[:300])
         assert torch.equal(k_gpu.cpu(), k_cpu)
         torch.testing.assert_close(s_gpu.cpu(), s_cpu)
+        keep = N.batched_nms(boxes, scores, idxs, 0.5)
+        voted = N.box_voting(*gpu, keep.cuda(), 0.7, idxs.cuda())
+        torch.testing.assert_close(voted.cpu(), N.box_voting(boxes, scores, keep, 0.7, idxs))

@@ -8,6 +8,7 @@ import torch
 from detlearn.data import ShapesDataset
 from detlearn.models import Classifier, Localizer, TinyDetector
 from detlearn.train import (
+    RECIPES,
     History,
     build_model,
     dihedral,
@@ -175,6 +176,9 @@ def test_build_model():
     assert isinstance(build_model("classify", 3), Classifier)
     assert build_model("localize", 3, 64).image_size == 64
     assert isinstance(build_model("detect", 3), TinyDetector)
+    recipe_voting = dict(RECIPES["detect"].model_kwargs)["voting_thresh"]
+    assert build_model("detect", 3).voting_thresh == recipe_voting is not None
+    assert build_model("detect", 3, voting_thresh=None).voting_thresh is None  # kwargs win
     with pytest.raises(ValueError, match="task"):
         build_model("segment", 3)
     assert math.isclose(lr_at(0.5, 2.0, warmup=0.0), 1.0)

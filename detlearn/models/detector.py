@@ -22,7 +22,7 @@ from detlearn.boxes import box_iou, clip_boxes_to_image
 from detlearn.losses import generalized_box_iou_loss, sigmoid_focal_loss, smooth_l1_loss
 from detlearn.models.backbone import Backbone, check_targets, to_batch
 from detlearn.models.heads import DenseHead
-from detlearn.nms import batched_nms
+from detlearn.nms import batched_nms, box_voting
 
 __all__ = ["CLS_LOSSES", "DET_BOX_LOSSES", "TinyDetector"]
 
@@ -60,6 +60,10 @@ class TinyDetector(nn.Module):
         nms_thresh: IoU above which class-aware NMS suppresses a box.
         topk_candidates: most candidates per level kept before NMS.
         detections_per_img: most detections returned per image.
+        voting_thresh: if not ``None``, each detection's box becomes the
+            score-weighted mean of the candidates of its class that overlap it by
+            at least this IoU (:func:`detlearn.nms.box_voting`); ``None`` returns
+            the boxes NMS kept as they are.
         prior_prob: initial foreground probability of every class score.
 
     Calling convention (torchvision's):
@@ -97,6 +101,7 @@ class TinyDetector(nn.Module):
         nms_thresh: float = 0.5,
         topk_candidates: int = 1000,
         detections_per_img: int = 100,
+        voting_thresh: float | None = None,
         prior_prob: float = 0.01,
     ) -> None:
         super().__init__()
@@ -104,6 +109,8 @@ class TinyDetector(nn.Module):
             raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
         if box_loss not in DET_BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {DET_BOX_LOSSES}, got {box_loss!r}")
+        if voting_thresh is not None and not 0.0 <= voting_thresh <= 1.0:
+            raise ValueError(f"voting_thresh must be None or in [0, 1], got {voting_thresh}")
         if len(sizes) != len(strides):
             raise ValueError(f"sizes needs one tuple per level ({len(strides)}), got {sizes}")
         self.config = {
@@ -125,6 +132,7 @@ class TinyDetector(nn.Module):
             "nms_thresh": nms_thresh,
             "topk_candidates": topk_candidates,
             "detections_per_img": detections_per_img,
+            "voting_thresh": voting_thresh,
             "prior_prob": prior_prob,
         }
         self.num_classes = num_classes
@@ -138,6 +146,7 @@ class TinyDetector(nn.Module):
         self.smooth_l1_beta = smooth_l1_beta
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.topk_candidates, self.detections_per_img = topk_candidates, detections_per_img
+        self.voting_thresh = voting_thresh
 
         self.backbone = Backbone(widths, out_strides=self.strides)
         self.heads = nn.ModuleList(
@@ -266,7 +275,8 @@ class TinyDetector(nn.Module):
 
         For each level: sigmoid scores, keep those above ``score_thresh``, the
         ``topk_candidates`` best, decode their boxes and clip them to the image;
-        then class-aware NMS over all levels and the ``detections_per_img`` best.
+        then class-aware NMS over all levels and the ``detections_per_img`` best,
+        whose boxes box voting refines if ``voting_thresh`` is set.
         """
         results = []
         for b in range(len(logits[0])):
@@ -287,7 +297,10 @@ class TinyDetector(nn.Module):
                 labels.append(candidates % self.num_classes)
             boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
             keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
-            results.append({"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]})
+            kept_boxes = boxes[keep]
+            if self.voting_thresh is not None:
+                kept_boxes = box_voting(boxes, scores, keep, self.voting_thresh, labels)
+            results.append({"boxes": kept_boxes, "labels": labels[keep], "scores": scores[keep]})
         return results
 
     def forward(
