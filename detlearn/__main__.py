@@ -114,6 +114,13 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--batch-size", type=positive_int, default=100, help="images per forward pass (default 100)"
     )
+    evaluate.add_argument(
+        "--views",
+        type=positive_int,
+        default=1,
+        help="detect only: merge the detections of this many flipped or transposed views of "
+        "each scene, 1 to 8 (test-time augmentation; default 1)",
+    )
     evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
     return parser
 
@@ -186,14 +193,16 @@ def run_evaluate(args: argparse.Namespace) -> None:
         seed=seed,
         classes=data["classes"],
     )
+    if args.views != 1 and task != "detect":
+        raise ValueError(f"--views is for detect checkpoints, this one is {task}")
     device = default_device(args.device)
     model = load_checkpoint(args.dir, device)
     if args.coco_out is None:
-        metrics = evaluate_model(model, dataset, batch_size=args.batch_size)
+        metrics = evaluate_model(model, dataset, batch_size=args.batch_size, views=args.views)
     else:
         from detlearn.evaluate import coco_evaluate
 
-        predictions, targets = predict(model, dataset, batch_size=args.batch_size)
+        predictions, targets = predict(model, dataset, batch_size=args.batch_size, views=args.views)
         metrics = coco_evaluate(predictions, targets)
         if task != "detect":
             metrics = evaluate_model(model, dataset, batch_size=args.batch_size)

@@ -346,7 +346,9 @@ def box_voting(
     weights = votes * scores[None]
     total = weights.sum(dim=1, keepdim=True)
     voted = (weights @ boxes) / total.clamp(min=torch.finfo(boxes.dtype).tiny)
-    return torch.where(total > 0, voted, boxes[keep])
+    # a box that votes alone (or with zero weight) stays exactly where it is
+    alone = (votes.sum(dim=1, keepdim=True) == 1) | (total == 0)
+    return torch.where(alone, boxes[keep], voted)
 
 
 # --- soft-NMS ------------------------------------------------------------------------------

@@ -27,12 +27,14 @@ from tqdm import tqdm
 from detlearn.boxes import box_iou
 from detlearn.evaluate import coco_evaluate
 from detlearn.models import Classifier, Localizer, TinyDetector
+from detlearn.nms import batched_nms, box_voting
 
 __all__ = [
     "RECIPES",
     "History",
     "Recipe",
     "build_model",
+    "detect_views",
     "dihedral",
     "evaluate_model",
     "fit",
@@ -170,38 +172,65 @@ def dihedral(
     """
     h, w = images.shape[-2:]
     targets = [dict(t) for t in targets]
-    if k & 1:
-        images = images.flip(-1)
+    for bit in _view_steps(k, h, w):
+        images = images.transpose(-1, -2) if bit == 4 else images.flip(-1 if bit == 1 else -2)
         for t in targets:
             if "boxes" in t:
-                t["boxes"] = torch.stack(
-                    [
-                        w - t["boxes"][:, 2],
-                        t["boxes"][:, 1],
-                        w - t["boxes"][:, 0],
-                        t["boxes"][:, 3],
-                    ],
-                    1,
-                )
-    if k & 2:
-        images = images.flip(-2)
-        for t in targets:
-            if "boxes" in t:
-                t["boxes"] = torch.stack(
-                    [
-                        t["boxes"][:, 0],
-                        h - t["boxes"][:, 3],
-                        t["boxes"][:, 2],
-                        h - t["boxes"][:, 1],
-                    ],
-                    1,
-                )
-    if k & 4 and h == w:
-        images = images.transpose(-1, -2)
-        for t in targets:
-            if "boxes" in t:
-                t["boxes"] = t["boxes"][:, [1, 0, 3, 2]]
+                t["boxes"] = _move_boxes(t["boxes"], bit, h, w)
     return images, targets
+
+
+def _view_steps(k: int, h: int, w: int) -> list[int]:
+    """The steps of view ``k``, in order: 1 (flip left-right), 2 (top-bottom), 4 (transpose)."""
+    return [bit for bit in (1, 2, 4) if k & bit and (bit != 4 or h == w)]
+
+
+def _move_boxes(boxes: torch.Tensor, bit: int, h: int, w: int) -> torch.Tensor:
+    """xyxy boxes ``[N, 4]`` after one step of a view (each step is its own inverse)."""
+    x1, y1, x2, y2 = boxes.unbind(1)
+    if bit == 1:
+        return torch.stack([w - x2, y1, w - x1, y2], 1)
+    if bit == 2:
+        return torch.stack([x1, h - y2, x2, h - y1], 1)
+    return torch.stack([y1, x1, y2, x2], 1)
+
+
+@torch.no_grad()
+def detect_views(
+    model: nn.Module, images: torch.Tensor, views: int = 8, voting_thresh: float = 0.7
+) -> list[Target]:
+    """Test-time augmentation for a detector: look at each image in several views.
+
+    The detector runs on the first ``views`` of the 8 :func:`dihedral` views of
+    ``images [B, 3, H, W]``; each view's detections are mapped back onto the
+    image, and per image their union goes through class-aware NMS (the model's
+    ``nms_thresh`` and ``detections_per_img``) and box voting at
+    ``voting_thresh``, so that each object's box is the score-weighted mean of
+    what the views saw. Returns one dict of ``boxes``, ``labels``, ``scores``
+    per image, like the model's eval mode. ``views = 1`` gives the model's own
+    detections. The model must be in eval mode.
+    """
+    h, w = images.shape[-2:]
+    if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= 8:
+        raise ValueError(f"views must be an integer from 1 to 8, got {views!r}")
+    if views > 4 and h != w:
+        raise ValueError(f"views above 4 transpose the image, which must be square, got {h}x{w}")
+    seen = []
+    for k in range(views):
+        outputs = model(dihedral(images, [], k)[0])
+        for out in outputs:
+            for bit in reversed(_view_steps(k, h, w)):  # undo the steps, last first
+                out["boxes"] = _move_boxes(out["boxes"], bit, h, w)
+        seen.append(outputs)
+    merged = []
+    for per_view in zip(*seen, strict=True):
+        boxes, labels, scores = (
+            torch.cat([out[key] for out in per_view]) for key in ("boxes", "labels", "scores")
+        )
+        keep = batched_nms(boxes, scores, labels, model.nms_thresh)[: model.detections_per_img]
+        boxes = box_voting(boxes, scores, keep, voting_thresh, labels)
+        merged.append({"boxes": boxes, "labels": labels[keep], "scores": scores[keep]})
+    return merged
 
 
 def lr_at(progress: float, lr: float, schedule: str = "cosine", warmup: float = 0.03) -> float:
@@ -349,11 +378,13 @@ def predict(
     *,
     batch_size: int = 100,
     device: str | torch.device | None = None,
+    views: int = 1,
 ) -> tuple[list[Target], list[Target]]:
     """Eval-mode outputs for every item: ``(predictions, targets)``, both on the CPU.
 
     ``device`` defaults to where the model's parameters are. The model is left in
-    eval mode.
+    eval mode. ``views > 1`` (detectors only) merges the detections of that many
+    views of each image (see :func:`detect_views`).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
@@ -361,7 +392,7 @@ def predict(
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         images = torch.stack([image for image, _ in items]).to(device)
-        outputs = model(images)
+        outputs = model(images) if views == 1 else detect_views(model, images, views)
         predictions += [{k: v.cpu() for k, v in out.items()} for out in outputs]
         targets += [target for _, target in items]
     return predictions, targets
@@ -373,6 +404,7 @@ def evaluate_model(
     *,
     batch_size: int = 100,
     device: str | torch.device | None = None,
+    views: int = 1,
 ) -> dict:
     """Metrics of ``model`` on ``dataset``, by the kind of model.
 
@@ -381,8 +413,14 @@ def evaluate_model(
       of the predicted box with the true one.
     * :class:`TinyDetector` (any model whose outputs hold several boxes):
       :func:`detlearn.evaluate.coco_evaluate`'s dict, twelve COCO numbers and ``per_class``.
+
+    ``views``: as in :func:`predict`.
     """
-    predictions, targets = predict(model, dataset, batch_size=batch_size, device=device)
+    if views != 1 and not isinstance(model, TinyDetector):
+        raise ValueError("views > 1 is for detectors (TinyDetector) only")
+    predictions, targets = predict(
+        model, dataset, batch_size=batch_size, device=device, views=views
+    )
     if isinstance(model, TinyDetector):
         return coco_evaluate(predictions, targets)
     metrics = {"accuracy": label_accuracy(predictions, targets)}

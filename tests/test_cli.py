@@ -42,22 +42,41 @@ def test_train_and_evaluate_detector(detect_run):
     assert list(metrics) == list(COCO_KEYS)
 
 
-def test_coco_files_give_the_printed_numbers(detect_run):
+def pycocotools_stats(coco_dir):
+    """``(number of images, COCOeval stats)`` of the files ``evaluate --coco-out`` wrote."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    root, out = detect_run
-    metrics = json.loads(out)
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(root / "coco" / "gt.json"))
-        detections = gt.loadRes(str(root / "coco" / "detections.json"))
+        gt = COCO(str(coco_dir / "gt.json"))
+        detections = gt.loadRes(str(coco_dir / "detections.json"))
         evaluator = COCOeval(gt, detections, "bbox")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    assert len(gt.getImgIds()) == 20
-    for key, value in zip(COCO_KEYS, evaluator.stats, strict=True):
+    return len(gt.getImgIds()), evaluator.stats
+
+
+def test_coco_files_give_the_printed_numbers(detect_run):
+    root, out = detect_run
+    metrics = json.loads(out)
+    num_images, stats = pycocotools_stats(root / "coco")
+    assert num_images == 20
+    for key, value in zip(COCO_KEYS, stats, strict=True):
         assert metrics[key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_evaluate_with_several_views(detect_run):
+    root, _ = detect_run
+    args = ("evaluate", root / "run", "--num-images", 20)
+    code, out, err = run(*args, "--views", 2, "--coco-out", root / "coco2")
+    assert code == 0, err
+    metrics = json.loads(out)
+    _, stats = pycocotools_stats(root / "coco2")
+    for key, value in zip(COCO_KEYS, stats, strict=True):
+        assert metrics[key] == pytest.approx(value, abs=1e-5), key
+    code, out, err = run(*args, "--views", 9)
+    assert code == 1 and out == "" and "views" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -72,6 +91,8 @@ def test_train_and_evaluate_classifier_and_localizer(task, keys, tmp_path):
     assert code == 0, err
     metrics = json.loads(out)
     assert set(metrics) == keys and all(0 <= v <= 1 for v in metrics.values())
+    code, _, err = run("evaluate", tmp_path, "--num-images", 10, "--views", 2)
+    assert code == 1 and "--views is for detect" in err
 
 
 def test_default_evaluation_seed_is_held_out(tmp_path):
@@ -118,7 +139,7 @@ def test_help_explains_every_option():
                    "--batch-size", "--lr", "--device", "--quiet"):  # fmt: skip
         assert option in out
     code, out, _ = run("evaluate", "--help")
-    for option in ("--num-images", "--seed", "--coco-out", "--batch-size", "--device"):
+    for option in ("--num-images", "--seed", "--coco-out", "--batch-size", "--views", "--device"):
         assert option in out
 
 

@@ -11,6 +11,7 @@ from detlearn.train import (
     RECIPES,
     History,
     build_model,
+    detect_views,
     dihedral,
     evaluate_model,
     fit,
@@ -112,6 +113,62 @@ def test_dihedral_moves_boxes_with_the_pixels(k):
         assert torch.equal(out_targets[i]["boxes"][0], mask_extent(out_images[i, 0]))
         assert torch.equal(out_targets[i]["labels"], targets[i]["labels"])
     assert torch.equal(targets[0]["boxes"], boxes[:1])  # the input targets are left alone
+
+
+class ExtentDetector(torch.nn.Module):
+    """A stand-in detector that sees perfectly: one box, the extent of channel 0's pixels.
+
+    Its answer moves exactly with the image under every flip and transposition,
+    so test-time augmentation must map each view's box back onto the same box.
+    """
+
+    nms_thresh, detections_per_img = 0.5, 100
+
+    def forward(self, images):
+        return [
+            {
+                "boxes": mask_extent(image[0])[None],
+                "labels": torch.tensor([1]),
+                "scores": torch.tensor([0.9]),
+            }
+            for image in images
+        ]
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_detect_views_maps_every_view_back(k):
+    boxes = torch.tensor([[1.0, 2.0, 4.0, 9.0], [6.0, 0.0, 12.0, 3.0]])
+    masks = box_masks(boxes, 12, 12)
+    images, _ = dihedral(torch.stack([masks, masks, masks], dim=1), [], k)  # any view as input
+    expected = [mask_extent(image[0]) for image in images]
+    for views in (1, 4, 8):
+        merged = detect_views(ExtentDetector(), images, views)
+        for out, box in zip(merged, expected, strict=True):
+            # every view saw exactly this box; only the vote's averaging rounds
+            torch.testing.assert_close(out["boxes"], box[None], rtol=0, atol=1e-5)
+            assert out["labels"].tolist() == [1] and out["scores"].tolist() == [pytest.approx(0.9)]
+
+
+def test_detect_views_with_one_view_is_the_model():
+    torch.manual_seed(0)
+    model = TinyDetector(3, score_thresh=0.0, voting_thresh=0.7).eval()
+    images = shapes("detect", 3)
+    images = torch.stack([images[i][0] for i in range(3)])
+    for a, b in zip(model(images), detect_views(model, images, 1), strict=True):
+        assert all(torch.equal(a[key], b[key]) for key in ("boxes", "labels", "scores"))
+    assert all(len(out["boxes"]) <= 100 for out in detect_views(model, images, 8))
+
+
+def test_detect_views_rejects_bad_views():
+    images = torch.rand(2, 3, 12, 12)
+    for views in (0, 9, 2.0, True):
+        with pytest.raises(ValueError, match="views"):
+            detect_views(ExtentDetector(), images, views)
+    with pytest.raises(ValueError, match="square"):
+        detect_views(ExtentDetector(), torch.rand(2, 3, 12, 16), 5)
+    assert len(detect_views(ExtentDetector(), torch.rand(2, 3, 12, 16) + 1, 4)) == 2
+    with pytest.raises(ValueError, match="detectors"):
+        evaluate_model(Classifier(3), shapes("classify", 4), views=8)
 
 
 @pytest.mark.parametrize("budget", [{}, {"epochs": 1, "steps": 1}, {"steps": 0}, {"seconds": -1.0}])
