@@ -215,6 +215,8 @@ def detect_views(
         raise ValueError(f"views must be an integer from 1 to 8, got {views!r}")
     if views > 4 and h != w:
         raise ValueError(f"views above 4 transpose the image, which must be square, got {h}x{w}")
+    if views == 1:
+        return model(images)
     seen = []
     for k in range(views):
         outputs = model(dihedral(images, [], k)[0])
@@ -386,6 +388,8 @@ def predict(
     eval mode. ``views > 1`` (detectors only) merges the detections of that many
     views of each image (see :func:`detect_views`).
     """
+    if views != 1 and not isinstance(model, TinyDetector):
+        raise ValueError("views > 1 is for detectors (TinyDetector) only")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     predictions, targets = [], []
@@ -416,8 +420,6 @@ def evaluate_model(
 
     ``views``: as in :func:`predict`.
     """
-    if views != 1 and not isinstance(model, TinyDetector):
-        raise ValueError("views > 1 is for detectors (TinyDetector) only")
     predictions, targets = predict(
         model, dataset, batch_size=batch_size, device=device, views=views
     )
