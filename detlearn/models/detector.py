@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detlearn import _checks
 from detlearn.anchors import Matcher, decode_boxes, encode_boxes, make_anchors
 from detlearn.boxes import box_iou, clip_boxes_to_image
 from detlearn.losses import generalized_box_iou_loss, sigmoid_focal_loss, smooth_l1_loss
@@ -109,8 +110,8 @@ class TinyDetector(nn.Module):
             raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
         if box_loss not in DET_BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {DET_BOX_LOSSES}, got {box_loss!r}")
-        if voting_thresh is not None and not 0.0 <= voting_thresh <= 1.0:
-            raise ValueError(f"voting_thresh must be None or in [0, 1], got {voting_thresh}")
+        if voting_thresh is not None:
+            voting_thresh = _checks.threshold(voting_thresh, "voting_thresh")
         if len(sizes) != len(strides):
             raise ValueError(f"sizes needs one tuple per level ({len(strides)}), got {sizes}")
         self.config = {

@@ -77,11 +77,12 @@ class Localizer(nn.Module):
         }
         self.image_size = image_size
         self.box_loss, self.lam, self.beta = box_loss, lam, beta
-        stride = 2 ** (len(widths) - 1)  # the last stage's: both heads read its map
+        stride = 2 ** (len(widths) - 1)
         self.backbone = Backbone(widths, out_strides=(stride,))
-        self.cls_head = ClassificationHead(self.backbone.out_channels[-1], num_classes, pool)
+        channels = self.backbone.out_channels[-1]
+        self.cls_head = ClassificationHead(channels, num_classes, pool)
         feature_size = Backbone.feature_size((image_size, image_size), stride)
-        self.box_head = BoxHead(self.backbone.out_channels[-1], feature_size)
+        self.box_head = BoxHead(channels, feature_size)
 
     def predict_raw(
         self, images: torch.Tensor | Sequence[torch.Tensor]
@@ -92,11 +93,11 @@ class Localizer(nn.Module):
             raise ValueError(
                 f"images must be {self.image_size} x {self.image_size}, got {tuple(x.shape[-2:])}"
             )
-        (features,) = self.backbone(x)
-        cxcywh = self.box_head(features)  # fractions of the image
+        feature = self.backbone(x)[-1]
+        cxcywh = self.box_head(feature)  # fractions of the image
         h, w = x.shape[-2:]
         scale = cxcywh.new_tensor([w, h, w, h])
-        return self.cls_head(features), box_convert(cxcywh, "cxcywh", "xyxy") * scale
+        return self.cls_head(feature), box_convert(cxcywh, "cxcywh", "xyxy") * scale
 
     def forward(
         self,
