@@ -16,11 +16,13 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open $(CURDIR)/_build/html/index.html in a browser."
 
+# A generous limit per cell: a chapter that hangs fails instead of stalling CI.
 test: $(STAMP)
-	$(BIN)/python -m pytest --nbval
+	$(BIN)/python -m pytest --nbval --nbval-cell-timeout=600
 
+# Jupyter refuses to start as root (common in containers) unless told it may.
 lab: $(STAMP)
-	$(BIN)/jupyter lab book/
+	$(BIN)/jupyter lab book/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 outputs: $(STAMP)
 	$(BIN)/python scripts/make_outputs.py

@@ -14,7 +14,9 @@ exactly the top-left pixel. Each class label has a fixed colour
 
 from __future__ import annotations
 
+import inspect
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +27,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["class_color", "draw_boxes", "show_dataset", "show_detections", "show_image"]
+__all__ = [
+    "SourceCode",
+    "class_color",
+    "draw_boxes",
+    "show_dataset",
+    "show_detections",
+    "show_image",
+    "show_source",
+]
 
 # matplotlib's "tab10" colours, without its grey (hard to see on the noisy backgrounds)
 _PALETTE = (
@@ -276,3 +286,42 @@ def show_dataset(
             show_image(image, ax=axes[k], title=f"#{start + k}: {', '.join(names)}")
     fig.tight_layout()
     return fig
+
+
+class SourceCode:
+    """Python source that Jupyter shows highlighted and nbval compares as text.
+
+    Its Markdown form (a fenced ``python`` block) is what JupyterLab, Colab and
+    the built book render; its plain form, the source itself, is what a terminal
+    prints and what the stored output of a notebook cell holds.
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def _repr_markdown_(self) -> str:
+        return f"```python\n{self.source}```"
+
+    def __repr__(self) -> str:
+        return self.source
+
+
+def show_source(obj: Any) -> SourceCode:
+    """The source code of a function, class or method of detlearn, ready to display.
+
+    A chapter ends a code cell with ``show_source(box_iou)`` to show the code it
+    teaches: the code is read from the installed package (never pasted), so a
+    change to the package changes the notebook's output and is caught when the
+    chapter is re-executed.
+
+    Args:
+        obj: a function, class or method (a ``functools.wraps`` wrapper shows
+            the function it wraps).
+
+    Returns:
+        a :class:`SourceCode` whose text is the dedented source.
+    """
+    if not (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismethod(obj)):
+        raise ValueError(f"obj must be a function, class or method, got {type(obj).__name__}")
+    source = textwrap.dedent(inspect.getsource(inspect.unwrap(obj)))
+    return SourceCode(source if source.endswith("\n") else source + "\n")

@@ -120,3 +120,21 @@ def test_show_dataset(task):
         assert len(rectangles(axes[k])) == expected
         if task == "classify":
             assert ds.classes[int(target["labels"][0])] in axes[k].get_title()
+
+
+def test_show_source_returns_the_dedented_source_of_a_method():
+    from detlearn.models import TinyDetector
+    from detlearn.viz import show_source
+
+    shown = show_source(TinyDetector.compute_loss)
+    assert repr(shown).startswith("def compute_loss(")
+    compile(repr(shown), "<shown>", "exec")  # dedented: valid code at the top level
+    markdown = shown._repr_markdown_()
+    assert markdown.startswith("```python\ndef compute_loss(") and markdown.endswith("\n```")
+
+
+def test_show_source_refuses_what_has_no_source():
+    from detlearn.viz import show_source
+
+    with pytest.raises(ValueError, match="obj"):
+        show_source(3)

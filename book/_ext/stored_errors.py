@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 def error_outputs(notebook: dict) -> list[tuple[int, str]]:
     """``(code cell number from 1, "Name: message")`` for every stored error output."""
     found = []
-    code_cells = (cell for cell in notebook.get("cells", []) if cell.get("cell_type") == "code")
+    code_cells = (
+        cell for cell in notebook.get("cells", []) if cell.get("cell_type") == "code"
+    )
     for number, cell in enumerate(code_cells, start=1):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
@@ -31,7 +33,9 @@ def check_source(app: Sphinx, docname: str, source: list[str]) -> None:
     if not str(app.env.doc2path(docname)).endswith(".ipynb"):
         return
     for number, error in error_outputs(json.loads(source[0])):
-        logger.warning("code cell %d stored an error: %s", number, error, location=docname)
+        logger.warning(
+            "code cell %d stored an error: %s", number, error, location=docname
+        )
 
 
 def setup(app: Sphinx) -> dict:

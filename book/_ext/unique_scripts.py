@@ -20,7 +20,9 @@ def _key(script) -> tuple:
     return (str(getattr(script, "filename", script) or ""), attributes.get("body", ""))
 
 
-def drop_repeated_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
+def drop_repeated_scripts(
+    app: Sphinx, pagename, templatename, context, doctree
+) -> None:
     scripts = context.get("script_files")
     if not scripts:
         return
@@ -31,7 +33,9 @@ def drop_repeated_scripts(app: Sphinx, pagename, templatename, context, doctree)
         if key not in seen:
             seen.add(key)
             unique.append(script)
-    scripts[:] = unique  # in place: it may be the builder's own list, reset for every page
+    scripts[:] = (
+        unique  # in place: it may be the builder's own list, reset for every page
+    )
 
 
 def setup(app: Sphinx) -> dict:
