@@ -30,6 +30,7 @@ __all__ = [
     "distance_box_iou_loss",
     "complete_box_iou_loss",
     "multitask_loss",
+    "hard_negative_mask",
 ]
 
 
@@ -225,6 +226,48 @@ def complete_box_iou_loss(
     with torch.no_grad():
         alpha = v / (1 - iou + v + eps)
     return _reduce(diou_loss + alpha * v, reduction)
+
+
+# --- choosing which negatives count ----------------------------------------------------------
+
+
+def hard_negative_mask(
+    loss: Tensor, positive: Tensor, negative: Tensor | None = None, ratio: int = 3
+) -> Tensor:
+    """SSD's hard negative mining: which anchors the classification loss keeps.
+
+    In each image, every positive anchor is kept, and of its negatives only the
+    ``ratio * P`` with the largest loss, where ``P`` is the image's number of
+    positives (SSD's 3:1, as in torchvision's ``SSD.compute_loss``). An image
+    without positives keeps no negatives. Ties in the loss go to the anchor
+    that comes first.
+
+    Args:
+        loss: ``[B, N]`` per-anchor classification loss (only compared, never
+            differentiated).
+        positive: ``[B, N]`` bool, the positive (foreground) anchors.
+        negative: ``[B, N]`` bool, the anchors that may be kept as negatives;
+            default ``~positive`` (pass the background anchors to leave out the
+            ignored ones).
+        ratio: negatives kept per positive, an integer >= 1.
+
+    Returns:
+        ``[B, N]`` bool: the anchors whose classification loss counts.
+    """
+    loss = _checks.float_tensor(loss, "loss")
+    if loss.dim() != 2:
+        raise ValueError(f"loss must have shape [B, N], got {list(loss.shape)}")
+    negative = ~positive if negative is None else negative
+    for mask, name in ((positive, "positive"), (negative, "negative")):
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != loss.shape:
+            raise ValueError(f"{name} must be a bool tensor of shape {list(loss.shape)}")
+    ratio = _checks.positive_int(ratio, "ratio")
+
+    wanted = ratio * positive.sum(dim=1, keepdim=True)  # [B, 1] negatives to keep
+    candidate_loss = loss.detach().masked_fill(~negative, -math.inf)
+    order = candidate_loss.argsort(dim=1, descending=True, stable=True)
+    rank = order.argsort(dim=1)  # 0 for the hardest negative of each image
+    return positive | (negative & (rank < wanted))
 
 
 # --- putting them together -----------------------------------------------------------------

@@ -285,3 +285,60 @@ class TestCuda:
         torch.testing.assert_close(
             L.sigmoid_focal_loss(x.cuda(), t.cuda()).cpu(), L.sigmoid_focal_loss(x, t)
         )
+
+
+# --- hard negative mining ---------------------------------------------------------------------
+
+
+def hard_negatives_by_definition(loss, positive, negative, ratio):
+    """The rule written out image by image: all positives, then the hardest negatives."""
+    keep = positive.clone()
+    for b in range(loss.shape[0]):
+        wanted = ratio * int(positive[b].sum())
+        candidates = [i for i in range(loss.shape[1]) if negative[b, i]]
+        candidates.sort(key=lambda i: (-float(loss[b, i]), i))  # hardest first, ties in order
+        for i in candidates[:wanted]:
+            keep[b, i] = True
+    return keep
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.integers(1, 4),
+    st.integers(0, 40),
+    st.integers(1, 4),
+    st.integers(0, 2**31 - 1),
+    st.booleans(),
+)
+def test_hard_negative_mask_equals_its_definition(batch, anchors, ratio, seed, with_ignored):
+    generator = torch.Generator().manual_seed(seed)
+    # few distinct values, so ties happen
+    loss = torch.randint(0, 5, (batch, anchors), generator=generator).float()
+    positive = torch.rand(batch, anchors, generator=generator) < 0.15
+    negative = ~positive
+    if with_ignored:
+        negative &= torch.rand(batch, anchors, generator=generator) < 0.8
+    ours = L.hard_negative_mask(loss, positive, negative, ratio)
+    assert torch.equal(ours, hard_negatives_by_definition(loss, positive, negative, ratio))
+
+
+def test_hard_negative_mask_by_hand():
+    loss = torch.tensor([[0.1, 2.0, 0.5, 3.0, 0.2, 0.9], [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    positive = torch.tensor([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    keep = L.hard_negative_mask(loss, positive, ratio=3)
+    # image 0: the positive and the three largest negative losses (3.0, 2.0, 0.9);
+    # image 1 has no positive, so no negative either
+    assert keep.tolist() == [[True, True, False, True, False, True], [False] * 6]
+    assert L.hard_negative_mask(loss[:, :0], positive[:, :0]).shape == (2, 0)
+
+
+def test_hard_negative_mask_rejects_bad_input():
+    loss, positive = torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="loss"):
+        L.hard_negative_mask(torch.zeros(6), positive.flatten())
+    with pytest.raises(ValueError, match="positive"):
+        L.hard_negative_mask(loss, positive.int())
+    with pytest.raises(ValueError, match="negative"):
+        L.hard_negative_mask(loss, positive, torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="ratio"):
+        L.hard_negative_mask(loss, positive, ratio=0)
