@@ -61,3 +61,36 @@ def test_compared_outputs_print_floats_rounded(notebook):
         for match in LONG_FLOAT.findall(text)
     ]
     assert not found, f"unrounded floats in compared outputs of {notebook.name}: {found[:10]}"
+
+
+# --- the introduction's reading times ----------------------------------------------------------
+
+WORDS_PER_MINUTE = 100  # the rate the introduction states
+READING_ROW = re.compile(r"^\| *(\d+) *\| *(.+?) *\| *(\d+) min *\|$", re.M)
+
+
+def load_bench_book():
+    """benchmarks/bench_book.py as a module (it counts a chapter's main-path words)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_book", ROOT / "benchmarks/bench_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reading_minutes(words: int) -> int:
+    """Minutes to read ``words`` at the stated rate, to the nearest 5 (at least 5)."""
+    return max(5, 5 * round(words / WORDS_PER_MINUTE / 5))
+
+
+def test_the_introduction_states_each_chapters_reading_time():
+    import nbformat
+
+    bench_book = load_bench_book()
+    rows = READING_ROW.findall((ROOT / "book" / "intro.md").read_text(encoding="utf-8"))
+    assert [int(number) for number, _, _ in rows] == list(range(1, len(CHAPTERS) + 1))
+    for (number, _, minutes), path in zip(rows, CHAPTERS, strict=True):
+        words = bench_book.main_path_words(nbformat.read(path, as_version=4))
+        assert int(minutes) == reading_minutes(words), f"chapter {number}: {words} words"
+        assert words <= bench_book.MAX_WORDS, f"{path.name} has {words} words on its main path"
