@@ -289,11 +289,11 @@ def show_dataset(
 
 
 class SourceCode:
-    """Python source that Jupyter shows highlighted and nbval compares as text.
+    """Python source that Jupyter shows highlighted.
 
     Its Markdown form (a fenced ``python`` block) is what JupyterLab, Colab and
     the built book render; its plain form, the source itself, is what a terminal
-    prints and what the stored output of a notebook cell holds.
+    prints and what a notebook stores as the cell's text output.
     """
 
     def __init__(self, source: str):
@@ -310,9 +310,8 @@ def show_source(obj: Any) -> SourceCode:
     """The source code of a function, class or method of detlearn, ready to display.
 
     A chapter ends a code cell with ``show_source(box_iou)`` to show the code it
-    teaches: the code is read from the installed package (never pasted), so a
-    change to the package changes the notebook's output and is caught when the
-    chapter is re-executed.
+    teaches. The code is read from the installed package, never pasted, so what
+    the cell shows is what runs.
 
     Args:
         obj: a function, class or method (a ``functools.wraps`` wrapper shows
