@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from detlearn.anchors import Matcher
+from detlearn.anchors import Matcher, encode_boxes
+from detlearn.boxes import box_iou
 from detlearn.data import ShapesDataset
 from detlearn.models import Backbone, Classifier, Localizer, TinyDetector
 
@@ -145,7 +146,10 @@ def test_detector_assign():
     assert (matched[3] == Matcher.BELOW_LOW_THRESHOLD).all()
 
 
-@pytest.mark.parametrize(("cls_loss", "box_loss"), [("focal", "giou"), ("ce", "smooth_l1")])
+@pytest.mark.parametrize(
+    ("cls_loss", "box_loss"),
+    [("focal", "giou"), ("ce", "smooth_l1"), ("hard_negatives", "smooth_l1")],
+)
 def test_detector_train_and_eval_outputs(cls_loss, box_loss):
     torch.manual_seed(0)
     model = TinyDetector(3, cls_loss=cls_loss, box_loss=box_loss, score_thresh=0.0)
@@ -190,6 +194,96 @@ def test_detector_overfits_one_batch():
     images, targets = batch("detect", n=4)
     first, last = overfit(TinyDetector(3), images, targets, steps=200, lr=3e-3)
     assert last < first / 10
+
+
+def test_detector_overfits_one_batch_with_hard_negative_mining():
+    torch.manual_seed(0)
+    images, targets = batch("detect", n=4)
+    model = TinyDetector(3, cls_loss="hard_negatives")
+    first, last = overfit(model, images, targets, steps=100, lr=3e-3)
+    assert torch.isfinite(torch.tensor([first, last])).all()
+    assert last < first / 5
+
+
+def hand_built_batch(extra_background=0):
+    """One image, two objects and anchors whose roles are known by hand.
+
+    Anchors 0-3 are foreground (IoU 1, 0.818, 1 and 0.588 with an object), anchor 4
+    is ignored (IoU 0.455), anchor 5 and the ``extra_background`` ones are
+    background (IoU 0). The extra anchors get logits of -100: no class loss.
+    """
+    boxes = torch.tensor([[0.0, 0, 20, 20], [30, 30, 50, 50]])
+    target = {"boxes": boxes, "labels": torch.tensor([2, 0])}
+    anchors = torch.tensor(
+        [[0.0, 0, 20, 20], [2, 0, 22, 20], [30, 30, 50, 50], [0, 0, 20, 34]]
+        + [[0, 0, 20, 44], [60, 60, 80, 80]]
+        + [[60.0 + i, 60, 80 + i, 80] for i in range(extra_background)]
+    )
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 6, 3, generator=g)
+    logits = torch.cat([logits, torch.full((1, extra_background, 3), -100.0)], dim=1)
+    deltas = torch.randn(1, 6 + extra_background, 4, generator=g)
+    return logits, deltas, anchors, [target]
+
+
+def test_detector_loss_is_a_sum_over_foreground_divided_by_its_count():
+    model = TinyDetector(3)
+    logits, deltas, anchors, targets = hand_built_batch()
+    losses = model.compute_loss(logits, deltas, anchors, targets)
+
+    # by hand: anchors 0, 1, 3 predict object 0 (class 2), anchor 2 object 1 (class 0)
+    matched_box = torch.tensor([0, 0, 1, 0])
+    y = torch.zeros(6, 3)
+    y[[0, 1, 3], 2] = 1.0
+    y[2, 0] = 1.0
+    counted = [0, 1, 2, 3, 5]  # all but the ignored anchor 4
+    p = torch.sigmoid(logits[0, counted])
+    y = y[counted]
+    ce = -(y * p.log() + (1 - y) * (1 - p).log())
+    p_t = y * p + (1 - y) * (1 - p)
+    alpha_t = 0.25 * y + 0.75 * (1 - y)
+    focal = (alpha_t * (1 - p_t) ** 2 * ce).sum()
+
+    encoded = encode_boxes(targets[0]["boxes"][matched_box], anchors[:4], model.box_weights)
+    diff, beta = (deltas[0, :4] - encoded).abs(), 1.0 / 9.0
+    smooth_l1 = torch.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta).sum()
+
+    assert torch.allclose(losses["loss_cls"], focal / 4, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(losses["loss_box"], smooth_l1 / 4, rtol=1e-5, atol=1e-7)
+
+    # background-only anchors change neither loss (a division by the anchors would)
+    more = model.compute_loss(*hand_built_batch(extra_background=1000))
+    assert torch.allclose(more["loss_cls"], losses["loss_cls"], rtol=1e-6, atol=0)
+    assert torch.allclose(more["loss_box"], losses["loss_box"], rtol=1e-6, atol=0)
+
+
+def test_detector_hard_negative_loss_equals_its_definition():
+    torch.manual_seed(0)
+    model = TinyDetector(3, cls_loss="hard_negatives")
+    anchors = torch.cat(model.anchors_for((SIZE, SIZE)))
+    _, targets = batch("detect", n=2)
+    targets = [*targets, empty_target()]  # an image without objects keeps no anchor
+    logits = torch.randn(3, len(anchors), 3)
+    deltas = torch.randn(3, len(anchors), 4)
+    loss = model.compute_loss(logits, deltas, anchors, targets)["loss_cls"]
+
+    matched = Matcher(0.5, 0.4, True).match_batch([box_iou(t["boxes"], anchors) for t in targets])
+    total, positives = torch.tensor(0.0), 0
+    for b in range(3):
+        y = torch.zeros(len(anchors), 3)
+        fg = matched[b] >= 0
+        y[fg, targets[b]["labels"][matched[b][fg]]] = 1.0
+        p = torch.sigmoid(logits[b])
+        per_anchor = -(y * p.log() + (1 - y) * (1 - p).log()).sum(dim=1)
+        background = per_anchor[matched[b] == Matcher.BELOW_LOW_THRESHOLD]
+        hardest = background.sort(descending=True).values[: 3 * int(fg.sum())]
+        total = total + per_anchor[fg].sum() + hardest.sum()
+        positives += int(fg.sum())
+    assert positives > 0
+    assert torch.allclose(loss, total / positives, rtol=1e-5)
+    # fewer negatives than the plain cross-entropy, which keeps every background anchor
+    ce = TinyDetector(3, cls_loss="ce").compute_loss(logits, deltas, anchors, targets)
+    assert loss < ce["loss_cls"]
 
 
 def test_detector_detections_per_img_and_score_thresh():

@@ -10,7 +10,7 @@ import torch
 import torchvision.ops as tvo
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_boxes import as_boxes, box_lists
+from strategies import as_boxes, box_lists
 
 from detlearn import nms as N
 
