@@ -63,7 +63,9 @@ def make_data(
     positives (some duplicated, some mislabelled), false positives (some with
     labels that never occur in the ground truth), images without objects,
     crowd boxes, explicit 'area' on some images, optionally tied scores and
-    images with more than 100 detections of one class."""
+    images with 150 extra false positives (more than 100 detections per image,
+    though fewer than 100 of any one class: maxDets per class is tested by
+    test_more_than_100_detections_of_one_class_in_one_image)."""
     rng = np.random.default_rng(seed)
     predictions, targets = [], []
     for _ in range(num_images):
@@ -163,6 +165,21 @@ def test_stats_and_per_class_equal_pycocotools(config):
     assert set(ours["per_class"]) == set(expected)
     for label, ap in expected.items():
         assert ours["per_class"][label] == pytest.approx(ap, abs=1e-6)
+
+
+def test_more_than_100_detections_of_one_class_in_one_image():
+    """maxDets = 100 keeps exactly the 100 best detections per image and class:
+    with 110 objects all found, AR100 is 100/110, not 99/110."""
+    cells = [(x, y) for y in range(11) for x in range(11)][:120]  # a grid of 20-pixel boxes
+    boxes = [box(30 * x, 30 * y, 30 * x + 20, 30 * y + 20) for x, y in cells]
+    targets = [target(boxes[:110], [0] * 110)]
+    scores = [1.0 - k / 200 for k in range(120)]  # distinct, decreasing
+    predictions = [pred(boxes, [0] * 120, scores)]  # 110 exact hits, then 10 false positives
+    ours = coco_evaluate(predictions, targets)
+    reference = run_pycocotools(*to_coco(predictions, targets))
+    np.testing.assert_allclose(stats(ours), reference.stats, rtol=0, atol=1e-6)
+    assert ours["AR100"] == pytest.approx(100 / 110, abs=1e-6)
+    assert ours["AR10"] == pytest.approx(10 / 110, abs=1e-6)
 
 
 def test_precision_and_recall_arrays_equal_pycocotools():
