@@ -195,6 +195,40 @@ def test_evaluate_model_metrics():
     assert set(detect) >= COCO_KEYS
 
 
+class FixedLocalizer(Localizer):
+    """A Localizer whose eval-mode outputs are fixed in advance, one per image."""
+
+    def __init__(self, outputs):
+        super().__init__(3, image_size=SIZE)
+        self.outputs = outputs
+        self.served = 0
+
+    def forward(self, images):
+        batch = self.outputs[self.served : self.served + len(images)]
+        self.served += len(images)
+        return batch
+
+
+def test_evaluate_model_label_accuracy_and_mean_iou_by_hand():
+    square = [10.0, 10.0, 30.0, 30.0]  # 20 x 20
+    true_boxes = [square] * 4
+    # IoU with the square: 1; half of it (200 / 400); disjoint (0); 10 x 10 inside (100 / 400)
+    predicted_boxes = [square, [10.0, 10.0, 30.0, 20.0], [50.0, 50.0, 60.0, 60.0], [10, 10, 20, 20]]
+    true_labels, predicted_labels = [0, 1, 2, 0], [0, 1, 0, 0]  # 3 of 4 right
+    image = torch.zeros(3, SIZE, SIZE)
+    dataset = [
+        (image, {"labels": torch.tensor([y]), "boxes": torch.tensor([b])})
+        for y, b in zip(true_labels, true_boxes, strict=True)
+    ]
+    outputs = [
+        {"labels": torch.tensor([y]), "boxes": torch.tensor([b], dtype=torch.float32)}
+        for y, b in zip(predicted_labels, predicted_boxes, strict=True)
+    ]
+    metrics = evaluate_model(FixedLocalizer(outputs), dataset, batch_size=3)
+    assert metrics["accuracy"] == pytest.approx(0.75)
+    assert metrics["mean_iou"] == pytest.approx((1 + 0.5 + 0 + 0.25) / 4)
+
+
 def test_predict_returns_cpu_outputs_and_targets():
     predictions, targets = predict(TinyDetector(3), shapes("detect", 5), batch_size=2)
     assert len(predictions) == len(targets) == 5
