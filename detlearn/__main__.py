@@ -195,6 +195,10 @@ def run_evaluate(args: argparse.Namespace) -> None:
     )
     if args.views != 1 and task != "detect":
         raise ValueError(f"--views is for detect checkpoints, this one is {task}")
+    if args.coco_out is not None and task != "detect":
+        raise ValueError(
+            f"--coco-out writes detections, for detect checkpoints; this one is {task}"
+        )
     device = default_device(args.device)
     model = load_checkpoint(args.dir, device)
     if args.coco_out is None:
@@ -204,8 +208,6 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
         predictions, targets = predict(model, dataset, batch_size=args.batch_size, views=args.views)
         metrics = coco_evaluate(predictions, targets)
-        if task != "detect":
-            metrics = evaluate_model(model, dataset, batch_size=args.batch_size)
         gt, detections = to_coco(predictions, targets)
         args.coco_out.mkdir(parents=True, exist_ok=True)
         (args.coco_out / "gt.json").write_text(json.dumps(gt))

@@ -93,6 +93,9 @@ def test_train_and_evaluate_classifier_and_localizer(task, keys, tmp_path):
     assert set(metrics) == keys and all(0 <= v <= 1 for v in metrics.values())
     code, _, err = run("evaluate", tmp_path, "--num-images", 10, "--views", 2)
     assert code == 1 and "--views is for detect" in err
+    code, _, err = run("evaluate", tmp_path, "--num-images", 10, "--coco-out", tmp_path / "coco")
+    assert code == 1 and "--coco-out writes detections" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "coco").exists()
 
 
 def test_default_evaluation_seed_is_held_out(tmp_path):
