@@ -109,7 +109,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--coco-out",
         type=Path,
         metavar="DIR2",
-        help="also write DIR2/gt.json and DIR2/detections.json",
+        help="also write DIR2/gt.json and DIR2/detections.json (detect checkpoints)",
     )
     evaluate.add_argument(
         "--batch-size", type=positive_int, default=100, help="images per forward pass (default 100)"
