@@ -5,9 +5,8 @@
     save_checkpoint(model, "runs/detect")            # weights + config
     model = load_checkpoint("runs/detect")           # same predictions
 
-The training set is materialised once as tensors (ShapesDataset draws every
-scene with numpy; drawing them again every epoch would cost more than the
-model's own steps on a CPU). Every epoch visits it in a new random order.
+:func:`fit` is a short loop over :func:`train_step`; the training set is
+stacked into tensors once, and every epoch visits it in a new random order.
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,12 +39,14 @@ __all__ = [
     "evaluate_model",
     "fit",
     "load_checkpoint",
+    "images_format",
     "lr_at",
-    "materialize",
     "predict",
     "read_checkpoint",
     "save_checkpoint",
     "seed_everything",
+    "set_lr",
+    "train_step",
 ]
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -127,9 +129,10 @@ class History:
     seconds: float = 0.0
     data_seconds: float = 0.0
 
-    @property
-    def steps_per_second(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else 0.0
+    def append(self, record: dict[str, float]) -> None:
+        """Record one step's losses (and learning rate)."""
+        self.losses.append(record)
+        self.steps += 1
 
     def loss(self, name: str = "loss") -> list[float]:
         """The per-step values of one named loss (default: the total)."""
@@ -148,14 +151,6 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def materialize(dataset: Sequence) -> tuple[torch.Tensor, list[Target]]:
-    """Every item of ``dataset`` at once: ``(images [N, 3, H, W], list of N targets)``."""
-    if hasattr(dataset, "materialize"):
-        return dataset.materialize()
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([image for image, _ in items]), [target for _, target in items]
 
 
 def dihedral(
@@ -273,7 +268,7 @@ def fit(
     Args:
         model: a detlearn model (or any module with the same calling convention:
             ``model(images [B, 3, H, W], targets)`` -> dict of losses in training mode).
-        dataset: ``(image, target)`` items; materialised once (see :func:`materialize`).
+        dataset: ``(image, target)`` items; stacked into tensors once.
         epochs, steps, seconds: the budget, exactly one of them. Chapters and tests
             use ``epochs`` or ``steps`` so that results repeat; ``seconds`` (wall
             clock) is for benchmarks and the command line.
@@ -292,6 +287,70 @@ def fit(
         augment: show each batch in one of the 8 flips and transpositions of the
             square, drawn at random (see :func:`dihedral`).
     """
+    _check_budget(epochs, steps, seconds, schedule)
+    device = default_device(device)
+    history = History()
+    tic = time.perf_counter()
+    images, targets = _training_set(dataset, device)
+    history.data_seconds = time.perf_counter() - tic
+    batch_size = min(batch_size, len(images))
+    total_steps = steps or (epochs or 0) * (len(images) // batch_size)
+
+    torch.manual_seed(seed)
+    model.to(device, memory_format=images_format(device)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    batches = _batches(images, targets, batch_size, torch.Generator().manual_seed(seed), augment)
+    clock, epoch = _Clock(), 0
+    bar = tqdm(total=total_steps or None, disable=not progress, unit="step", dynamic_ncols=True)
+    for batch, batch_targets, last_of_epoch in batches:
+        used = clock.seconds() / seconds if seconds else history.steps / total_steps
+        step_lr = set_lr(optimizer, lr_at(used, lr, schedule, warmup))
+        history.append({**train_step(model, optimizer, batch, batch_targets), "lr": step_lr})
+        _show(bar, history)
+        spent = history.steps == total_steps or (seconds and clock.seconds() >= seconds)
+        if last_of_epoch or spent:
+            epoch += 1
+            if val_dataset is not None:
+                with clock.paused():
+                    metrics = (eval_fn or evaluate_model)(model, val_dataset)
+                    history.metrics.append({"epoch": epoch, "step": history.steps, **metrics})
+                    model.train()
+        if spent or (epochs is not None and epoch >= epochs):
+            break
+    bar.close()
+    history.seconds = clock.seconds()
+    model.to(memory_format=torch.contiguous_format)  # as a freshly built model is
+    model.eval()
+    return history
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, targets: list[Target]
+) -> dict[str, float]:
+    """One optimisation step on one batch: the model's named losses and their sum ``loss``."""
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {**{name: value.item() for name, value in losses.items()}, "loss": loss.item()}
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    """Set every parameter group's learning rate to ``lr``; returns it."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def images_format(device: torch.device) -> torch.memory_format:
+    """channels-last on the CPU, where it makes convolutions and pooling about 15% faster."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def _check_budget(
+    epochs: int | None, steps: int | None, seconds: float | None, schedule: str
+) -> None:
     if sum(budget is not None for budget in (epochs, steps, seconds)) != 1:
         raise ValueError("give exactly one budget: epochs=, steps= or seconds=")
     for name, budget in (("epochs", epochs), ("steps", steps), ("seconds", seconds)):
@@ -299,78 +358,76 @@ def fit(
             raise ValueError(f"{name} must be positive, got {budget!r}")
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-    device = default_device(device)
-    history = History()
 
-    start = time.perf_counter()
-    images, targets = materialize(dataset)
-    history.data_seconds = time.perf_counter() - start
+
+def _training_set(dataset: Sequence, device: torch.device) -> tuple[torch.Tensor, list[Target]]:
+    """The whole training set as tensors on ``device``: ``(images [N, 3, H, W], targets)``.
+
+    ShapesDataset draws every scene with numpy; drawing them again every epoch
+    would cost more than the model's own steps on a CPU, so they are drawn once.
+    """
+    if hasattr(dataset, "materialize"):
+        images, targets = dataset.materialize()
+    else:
+        items = [dataset[i] for i in range(len(dataset))]
+        images = torch.stack([image for image, _ in items]) if items else torch.zeros(0)
+        targets = [target for _, target in items]
     if len(images) == 0:
         raise ValueError("dataset is empty")
-    images = images.to(device)
-    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-    batch_size = min(batch_size, len(images))
+    images = images.to(device).contiguous(memory_format=images_format(device))
+    return images, [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
+def _batches(
+    images: torch.Tensor,
+    targets: list[Target],
+    batch_size: int,
+    generator: torch.Generator,
+    augment: bool,
+) -> Iterator[tuple[torch.Tensor, list[Target], bool]]:
+    """Batches without end, each epoch in a new random order: ``(images, targets, last)``.
+
+    ``last`` marks an epoch's last batch; the remainder of ``len(images) /
+    batch_size`` is dropped. With ``augment`` each batch is shown in one of the
+    8 :func:`dihedral` views, drawn from ``generator`` too.
+    """
     steps_per_epoch = len(images) // batch_size
-    total_steps = steps if steps is not None else (epochs or 0) * steps_per_epoch
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    # channels-last tensors make the CPU convolutions and pooling about 15% faster
-    memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    images = images.contiguous(memory_format=memory_format)
-    model.to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    bar = tqdm(total=total_steps or None, disable=not progress, unit="step", dynamic_ncols=True)
-    start, paused = time.perf_counter(), 0.0  # paused: time spent evaluating
-
-    def elapsed() -> float:
-        return time.perf_counter() - start - paused
-
-    epoch, done = 0, False
-    while not done:
-        order = torch.randperm(len(images), generator=generator).to(device)
+    while True:
+        order = torch.randperm(len(images), generator=generator).to(images.device)
         for i in range(steps_per_epoch):
-            fraction = elapsed() / seconds if seconds else history.steps / total_steps
-            step_lr = lr_at(fraction, lr, schedule, warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = step_lr
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            batch, batch_targets = images[idx], [targets[j] for j in idx.tolist()]
+            index = order[i * batch_size : (i + 1) * batch_size]
+            batch, batch_targets = images[index], [targets[j] for j in index.tolist()]
             if augment:
-                k = int(torch.randint(8, (1,), generator=generator))
-                batch, batch_targets = dihedral(batch, batch_targets, k)
-                batch = batch.contiguous(memory_format=memory_format)
-            losses = model(batch, batch_targets)
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+                view = int(torch.randint(8, (1,), generator=generator))
+                batch, batch_targets = dihedral(batch, batch_targets, view)
+                batch = batch.contiguous(memory_format=images_format(images.device))
+            yield batch, batch_targets, i == steps_per_epoch - 1
 
-            record = {name: value.item() for name, value in losses.items()}
-            record.update(loss=loss.item(), lr=step_lr)
-            history.losses.append(record)
-            history.steps += 1
-            bar.update()
-            if history.steps % 10 == 1:
-                bar.set_postfix(
-                    {k: f"{v:.3f}" for k, v in record.items() if k != "lr"}, refresh=False
-                )
-            if history.steps == total_steps or (seconds and elapsed() >= seconds):
-                done = True
-                break
-        epoch += 1
-        done = done or (epochs is not None and epoch >= epochs)
-        if val_dataset is not None:
-            tic = time.perf_counter()
-            metrics = (eval_fn or evaluate_model)(model, val_dataset)
-            history.metrics.append({"epoch": epoch, "step": history.steps, **metrics})
-            model.train()
-            paused += time.perf_counter() - tic
-    bar.close()
-    history.seconds = elapsed()
-    model.to(memory_format=torch.contiguous_format)  # as a freshly built model is
-    model.eval()
-    return history
+
+class _Clock:
+    """Seconds of training so far, without the time spent in ``paused()`` blocks."""
+
+    def __init__(self) -> None:
+        self.start, self.pause = time.perf_counter(), 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.pause
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        tic = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.pause += time.perf_counter() - tic
+
+
+def _show(bar: tqdm, history: History) -> None:
+    """Advance the progress bar; every 10 steps, show the latest losses on it."""
+    bar.update()
+    if history.steps % 10 == 1:
+        record = history.losses[-1]
+        bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "lr"}, refresh=False)
 
 
 @torch.no_grad()
