@@ -1,6 +1,6 @@
 """COCO-style evaluation of object detections, written from scratch in NumPy.
 
-Chapter 10 builds this file up piece by piece:
+Chapter 8 builds this file up piece by piece:
 
 1. :func:`match_detections` -- the greedy matching rule for one image and one
    class, as a plain loop: which detection found which object?

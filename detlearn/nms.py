@@ -6,7 +6,7 @@ and suppresses every later box whose IoU with it is greater than
 compute the same result:
 
 * :func:`nms_reference` is the textbook loop, one kept box at a time; it is
-  the readable form that chapter 8 shows.
+  the readable form that chapter 9 shows.
 * :func:`nms` is the fast one. It visits the boxes in tiles of a few hundred:
   inside a tile the greedy rule is applied sequentially on a small
   tile x tile table, then the tile's kept boxes suppress all later boxes in

@@ -2,7 +2,7 @@
 
 * :class:`Classifier` (chapter 2): backbone -> global pooling -> linear -> logits.
 * :class:`Localizer` (chapter 4): one object's class and box, multi-task loss.
-* :class:`TinyDetector` (chapter 9): single-stage anchor-based detector.
+* :class:`TinyDetector` (chapter 10): single-stage anchor-based detector.
 
 All follow torchvision's calling convention: in training mode
 ``model(images, targets)`` returns a dict of named losses (sum them to train);
