@@ -18,7 +18,7 @@ Targets:
 
 The targets are judged on the model's own detections (one forward pass per
 scene). For the detector the table also gives AP and AP50 with test-time
-augmentation over the 8 flipped and transposed views (detlearn.train.detect_views),
+augmentation over the 8 flipped and transposed views (detlearn.models.detect_views),
 which costs 8 forward passes per scene and no training time.
 """
 

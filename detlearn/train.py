@@ -26,16 +26,13 @@ from tqdm import tqdm
 
 from detlearn.boxes import box_iou
 from detlearn.evaluate import coco_evaluate
-from detlearn.models import Classifier, Localizer, TinyDetector
-from detlearn.nms import batched_nms, box_voting
+from detlearn.models import Classifier, Localizer, TinyDetector, detect_views, dihedral
 
 __all__ = [
     "RECIPES",
     "History",
     "Recipe",
     "build_model",
-    "detect_views",
-    "dihedral",
     "evaluate_model",
     "fit",
     "load_checkpoint",
@@ -153,83 +150,6 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def dihedral(
-    images: torch.Tensor, targets: Sequence[Target], k: int
-) -> tuple[torch.Tensor, list[Target]]:
-    """Apply the ``k``-th of the 8 flips and transpositions of the square to a batch.
-
-    ``k`` in ``0 .. 7``: bit 0 flips left-right, bit 1 flips top-bottom, bit 2
-    transposes (swaps x and y; square images only). ``images [B, 3, H, W]`` and each
-    target's ``boxes`` (xyxy pixels) move together; labels stay. On ShapesDataset the
-    8 views of a scene are equally likely scenes (circles and squares are symmetric,
-    triangles point in all four directions), so this multiplies the training set by 8
-    for free.
-    """
-    h, w = images.shape[-2:]
-    targets = [dict(t) for t in targets]
-    for bit in _view_steps(k, h, w):
-        images = images.transpose(-1, -2) if bit == 4 else images.flip(-1 if bit == 1 else -2)
-        for t in targets:
-            if "boxes" in t:
-                t["boxes"] = _move_boxes(t["boxes"], bit, h, w)
-    return images, targets
-
-
-def _view_steps(k: int, h: int, w: int) -> list[int]:
-    """The steps of view ``k``, in order: 1 (flip left-right), 2 (top-bottom), 4 (transpose)."""
-    return [bit for bit in (1, 2, 4) if k & bit and (bit != 4 or h == w)]
-
-
-def _move_boxes(boxes: torch.Tensor, bit: int, h: int, w: int) -> torch.Tensor:
-    """xyxy boxes ``[N, 4]`` after one step of a view (each step is its own inverse)."""
-    x1, y1, x2, y2 = boxes.unbind(1)
-    if bit == 1:
-        return torch.stack([w - x2, y1, w - x1, y2], 1)
-    if bit == 2:
-        return torch.stack([x1, h - y2, x2, h - y1], 1)
-    return torch.stack([y1, x1, y2, x2], 1)
-
-
-@torch.no_grad()
-def detect_views(
-    model: nn.Module, images: torch.Tensor, views: int = 8, voting_thresh: float = 0.7
-) -> list[Target]:
-    """Test-time augmentation for a detector: look at each image in several views.
-
-    The detector runs on the first ``views`` of the 8 :func:`dihedral` views of
-    ``images [B, 3, H, W]``; each view's detections are mapped back onto the
-    image, and per image their union goes through class-aware NMS (the model's
-    ``nms_thresh`` and ``detections_per_img``) and box voting at
-    ``voting_thresh``, so that each object's box is the score-weighted mean of
-    what the views saw. Returns one dict of ``boxes``, ``labels``, ``scores``
-    per image, like the model's eval mode. ``views = 1`` gives the model's own
-    detections. The model must be in eval mode.
-    """
-    h, w = images.shape[-2:]
-    if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= 8:
-        raise ValueError(f"views must be an integer from 1 to 8, got {views!r}")
-    if views > 4 and h != w:
-        raise ValueError(f"views above 4 transpose the image, which must be square, got {h}x{w}")
-    if views == 1:
-        return model(images)
-    seen = []
-    for k in range(views):
-        outputs = model(dihedral(images, [], k)[0])
-        for out in outputs:
-            for bit in reversed(_view_steps(k, h, w)):  # undo the steps, last first
-                out["boxes"] = _move_boxes(out["boxes"], bit, h, w)
-        seen.append(outputs)
-    merged = []
-    for per_view in zip(*seen, strict=True):
-        boxes, labels, scores = (
-            torch.cat([out[key] for out in per_view]) for key in ("boxes", "labels", "scores")
-        )
-        keep = batched_nms(boxes, scores, labels, model.nms_thresh)[: model.detections_per_img]
-        boxes = box_voting(boxes, scores, keep, voting_thresh, labels)
-        merged.append({"boxes": boxes, "labels": labels[keep], "scores": scores[keep]})
-    return merged
-
-
 def lr_at(progress: float, lr: float, schedule: str = "cosine", warmup: float = 0.03) -> float:
     """Learning rate at ``progress`` in ``[0, 1]`` of the budget.
 
@@ -285,7 +205,7 @@ def fit(
             :func:`evaluate_model`); results go to ``history.metrics``.
         eval_fn: ``eval_fn(model, val_dataset) -> dict``.
         augment: show each batch in one of the 8 flips and transpositions of the
-            square, drawn at random (see :func:`dihedral`).
+            square, drawn at random (see :func:`~detlearn.models.dihedral`).
     """
     _check_budget(epochs, steps, seconds, schedule)
     device = default_device(device)
@@ -389,7 +309,7 @@ def _batches(
 
     ``last`` marks an epoch's last batch; the remainder of ``len(images) /
     batch_size`` is dropped. With ``augment`` each batch is shown in one of the
-    8 :func:`dihedral` views, drawn from ``generator`` too.
+    8 :func:`~detlearn.models.dihedral` views, drawn from ``generator`` too.
     """
     steps_per_epoch = len(images) // batch_size
     while True:
@@ -443,7 +363,7 @@ def predict(
 
     ``device`` defaults to where the model's parameters are. The model is left in
     eval mode. ``views > 1`` (detectors only) merges the detections of that many
-    views of each image (see :func:`detect_views`).
+    views of each image (see :func:`~detlearn.models.detect_views`).
     """
     if views != 1 and not isinstance(model, TinyDetector):
         raise ValueError("views > 1 is for detectors (TinyDetector) only")

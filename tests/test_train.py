@@ -6,13 +6,11 @@ import pytest
 import torch
 
 from detlearn.data import ShapesDataset
-from detlearn.models import Classifier, Localizer, TinyDetector
+from detlearn.models import Classifier, Localizer, TinyDetector, detect_views, dihedral
 from detlearn.train import (
     RECIPES,
     History,
     build_model,
-    detect_views,
-    dihedral,
     evaluate_model,
     fit,
     load_checkpoint,

@@ -3,6 +3,8 @@
 * :class:`Classifier` (chapter 2): backbone -> global pooling -> linear -> logits.
 * :class:`Localizer` (chapter 4): one object's class and box, multi-task loss.
 * :class:`TinyDetector` (chapter 10): single-stage anchor-based detector.
+* :func:`dihedral` and :func:`detect_views`: the 8 flips and transpositions of
+  a square image, for augmentation and test-time augmentation.
 
 All follow torchvision's calling convention: in training mode
 ``model(images, targets)`` returns a dict of named losses (sum them to train);
@@ -14,6 +16,7 @@ from detlearn.models.classifier import Classifier
 from detlearn.models.detector import TinyDetector
 from detlearn.models.heads import BoxHead, ClassificationHead, DenseHead
 from detlearn.models.localizer import Localizer
+from detlearn.models.views import detect_views, dihedral
 
 __all__ = [
     "Backbone",
@@ -24,4 +27,6 @@ __all__ = [
     "Localizer",
     "TinyDetector",
     "conv_bn_relu",
+    "detect_views",
+    "dihedral",
 ]
