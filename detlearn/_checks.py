@@ -4,15 +4,16 @@ Every public entry point calls these checks first; the helpers behind it then
 trust their input. A check either returns the value to use (for boxes: the
 tensor, promoted to float32 when it holds integers) or raises ``ValueError``
 with a message that names the argument and says what was expected. Nothing
-is clamped or reordered here.
+is clamped or reordered here. The checks of whole evaluation data sets
+(lists of per-image dicts) live with the evaluator, in
+``detlearn/evaluate/_checks.py``, and build on these.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -215,156 +216,6 @@ def float_tensor(value: object, name: str) -> Tensor:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     finite(t, name)
     return t
-
-
-# --- evaluation inputs
-# detlearn.evaluate takes whole data sets: lists of per-image dicts whose
-# values may be tensors (any device) or NumPy arrays. Shapes and dtypes are
-# checked image by image; values are checked once on the concatenated rows
-# (``image_index[k]`` says which image row k came from), and the message
-# names the first offending image.
-
-_DETECTION_KEYS = {"predictions": ("boxes", "labels", "scores"), "targets": ("boxes", "labels")}
-
-
-def _any_tensor(value: object, name: str) -> Tensor:
-    """A tensor for a tensor, NumPy array or (nested) list; arrays are not copied."""
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        value = np.ascontiguousarray(value)  # torch rejects negative strides
-    try:
-        return torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{name} must be a tensor or array, got {type(value).__name__}") from err
-
-
-def _per_box(value: object, name: str, n: int, kind: str) -> None:
-    """Require shape ``[n]`` and a real (``kind='real'``) or integer dtype."""
-    t = _any_tensor(value, name)
-    if t.dim() != 1 or t.shape[0] != n:
-        raise ValueError(f"{name} must have shape [{n}] (one per box), got {_shape(t)}")
-    if kind == "integer" and (t.is_floating_point() or t.is_complex()):
-        raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
-    if kind == "real":
-        real_dtype(t, name)
-
-
-def detection_lists(predictions: object, targets: object) -> None:
-    """Require two equally long lists of per-image dicts in torchvision's format.
-
-    predictions ``{'boxes': [N, 4], 'labels': int [N], 'scores': [N]}``;
-    targets ``{'boxes': [M, 4], 'labels': int [M]}`` with optional
-    ``'iscrowd'`` ``[M]`` (integers or bools) and ``'area'`` ``[M]``.
-    """
-    for arg, value in (("predictions", predictions), ("targets", targets)):
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            raise ValueError(
-                f"{arg} must be a list with one dict per image, got {type(value).__name__}"
-            )
-    if len(predictions) != len(targets):  # type: ignore[arg-type]
-        raise ValueError(
-            "predictions and targets must have the same length (one dict per image), "
-            f"got {len(predictions)} and {len(targets)}"  # type: ignore[arg-type]
-        )
-    for arg, images in (("predictions", predictions), ("targets", targets)):
-        for i, image in enumerate(images):  # type: ignore[arg-type]
-            name = f"{arg}[{i}]"
-            if not isinstance(image, Mapping):
-                raise ValueError(f"{name} must be a dict, got {type(image).__name__}")
-            missing = [key for key in _DETECTION_KEYS[arg] if key not in image]
-            if missing:
-                raise ValueError(
-                    f"{name} is missing key(s) {missing}; expected {list(_DETECTION_KEYS[arg])}"
-                )
-            b = _any_tensor(image["boxes"], f"{name}['boxes']")
-            if b.dim() != 2 or b.shape[1] != 4:
-                raise ValueError(f"{name}['boxes'] must have shape [N, 4], got {_shape(b)}")
-            real_dtype(b, f"{name}['boxes']")
-            n = b.shape[0]
-            _per_box(image["labels"], f"{name}['labels']", n, "integer")
-            if arg == "predictions":
-                _per_box(image["scores"], f"{name}['scores']", n, "real")
-            else:
-                if "iscrowd" in image:
-                    _per_box(image["iscrowd"], f"{name}['iscrowd']", n, "integer")
-                if "area" in image:
-                    _per_box(image["area"], f"{name}['area']", n, "real")
-
-
-def _first_bad(bad: np.ndarray, image_index: np.ndarray) -> int | None:
-    """Image of the first True row of ``bad``, or None."""
-    rows = np.flatnonzero(bad.any(axis=1) if bad.ndim == 2 else bad)
-    return None if len(rows) == 0 else int(image_index[rows[0]])
-
-
-def finite_rows(values: np.ndarray, image_index: np.ndarray, arg: str, key: str) -> None:
-    """Require finite values in the concatenated ``arg[i][key]`` rows (NumPy)."""
-    i = _first_bad(~np.isfinite(values), image_index)
-    if i is not None:
-        raise ValueError(f"{arg}[{i}]['{key}'] must be finite, got NaN or inf")
-
-
-def box_rows(values: np.ndarray, image_index: np.ndarray, arg: str) -> None:
-    """Require finite xyxy rows ``[N, 4]`` with ``x2 >= x1`` and ``y2 >= y1`` (NumPy)."""
-    finite_rows(values, image_index, arg, "boxes")
-    i = _first_bad((values[:, 2] < values[:, 0]) | (values[:, 3] < values[:, 1]), image_index)
-    if i is not None:
-        raise ValueError(
-            f"{arg}[{i}]['boxes'] must be xyxy boxes with x2 >= x1 and y2 >= y1; "
-            "some boxes are inverted (negative width or height)"
-        )
-
-
-def area_rows(values: np.ndarray, image_index: np.ndarray) -> None:
-    """Require finite areas >= 0 in the concatenated ``targets[i]['area']`` rows (NumPy)."""
-    finite_rows(values, image_index, "targets", "area")
-    i = _first_bad(values < 0, image_index)
-    if i is not None:
-        raise ValueError(f"targets[{i}]['area'] must be >= 0, got a negative area")
-
-
-def crowd_rows(values: np.ndarray, image_index: np.ndarray) -> None:
-    """Require 0/1 flags in the concatenated ``targets[i]['iscrowd']`` rows (NumPy)."""
-    i = _first_bad((values != 0) & (values != 1), image_index)
-    if i is not None:
-        raise ValueError(f"targets[{i}]['iscrowd'] must hold 0 or 1, got other values")
-
-
-def choice(value: object, name: str, choices: Sequence[str]) -> str:
-    """Require one of ``choices`` (an AP method, an area range name)."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def iou_matrix(value: object, name: str = "ious") -> Tensor:
-    """Require a finite real matrix ``[D, G]`` (detections x ground truth boxes)."""
-    t = _any_tensor(value, name)
-    if t.dim() != 2:
-        raise ValueError(f"{name} must have shape [D, G], got {_shape(t)}")
-    real_dtype(t, name)
-    finite(t, name)
-    return t
-
-
-def flags(value: object, name: str, n: int) -> None:
-    """Require ``n`` flags (bools or 0/1 integers), one per ground truth box."""
-    _per_box(value, name, n, "integer")
-
-
-def pr_curve(recall: object, precision: object) -> None:
-    """Require two finite 1-D arrays of one length, recall non-decreasing."""
-    r, p = _any_tensor(recall, "recall"), _any_tensor(precision, "precision")
-    if r.dim() != 1 or r.shape != p.shape:
-        raise ValueError(
-            "recall and precision must be two 1-D arrays of one length, "
-            f"got shapes {_shape(r)} and {_shape(p)}"
-        )
-    finite(r.double(), "recall")
-    finite(p.double(), "precision")
-    if r.numel() > 1 and bool((r[1:] < r[:-1]).any()):
-        raise ValueError("recall must be non-decreasing (points in decreasing score order)")
 
 
 def positive_int(value: object, name: str) -> int:

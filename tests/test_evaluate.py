@@ -16,14 +16,13 @@ from detlearn.evaluate import (
     AREA_RANGES,
     IOU_THRESHOLDS,
     MAX_DETS,
-    _coco_arrays,
-    _match_groups,
     average_precision,
     coco_evaluate,
     match_detections,
     precision_recall_curves,
     to_coco,
 )
+from detlearn.evaluate.coco import _coco_arrays, _match_groups
 
 KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -459,6 +458,26 @@ def test_curves_give_per_class_ap_of_pycocotools(iou, area, max_dets):
         k = reference.params.catIds.index(label)
         ap = average_precision(curve.recall, curve.precision, "coco101")
         assert ap == pytest.approx(precision[:, k].mean(), abs=1e-9)
+
+
+def test_curves_agree_with_the_vectorised_engine():
+    """The readable curves (a loop of match_detections per image and class) and
+    coco_evaluate's engine agree at every IoU threshold, area range and maxDets:
+    the same labels, the same final recall, the same 101-point AP."""
+    predictions, targets = make_data(seed=10, num_images=40, num_classes=3, crowded_images=True)
+    out, precision, recall = _coco_arrays(predictions, targets)
+    for t, iou in enumerate(IOU_THRESHOLDS):
+        for a, area in enumerate(AREA_RANGES):
+            for m, max_dets in enumerate(MAX_DETS):
+                curves = precision_recall_curves(predictions, targets, iou, area, max_dets)
+                has_curve = precision[t, 0, :, a, m] > -1
+                assert sorted(curves) == out.labels[has_curve].tolist()
+                for k in np.flatnonzero(has_curve):
+                    curve = curves[int(out.labels[k])]
+                    final = curve.recall[-1] if len(curve.recall) else 0.0
+                    assert final == recall[t, k, a, m]
+                    ap = average_precision(curve.recall, curve.precision, "coco101")
+                    assert ap == pytest.approx(precision[t, :, k, a, m].mean(), abs=1e-12)
 
 
 # --------------------------------------------------------------------------
