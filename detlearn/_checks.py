@@ -192,6 +192,12 @@ def positive_list(value: object, name: str) -> list[float]:
     return [positive(v, f"{name}[{k}]") for k, v in enumerate(value)]
 
 
+def positive_sides(boxes: Tensor, name: str) -> None:
+    """Require xyxy boxes of width > 0 and height > 0 (box deltas divide by them)."""
+    if not bool(((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()):
+        raise ValueError(f"{name} must have width > 0 and height > 0 (deltas divide by them)")
+
+
 def box_weights(value: object, name: str = "weights") -> tuple[float, float, float, float]:
     """Require four finite numbers > 0 (box-coder weights)."""
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 4:

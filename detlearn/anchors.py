@@ -18,32 +18,12 @@ import torch
 from torch import Tensor
 
 from detlearn import _checks
+from detlearn._kernels import matching
 
 __all__ = ["make_anchors", "encode_boxes", "decode_boxes", "Matcher"]
 
 
-# --- the anchor grid -----------------------------------------------------------------------
-
-
-def _anchor_shapes(sizes: list[float], aspect_ratios: list[float]) -> tuple[Tensor, Tensor]:
-    """Widths and heights ``[A]``, ratios outer and sizes inner.
-
-    An anchor of size s and ratio r = h / w has area s * s, so
-    ``w = s / sqrt(r)`` and ``h = s * sqrt(r)``.
-    """
-    s = torch.tensor(sizes, dtype=torch.float64)
-    root_r = torch.tensor(aspect_ratios, dtype=torch.float64).sqrt()
-    widths = (s[None, :] / root_r[:, None]).reshape(-1)
-    heights = (s[None, :] * root_r[:, None]).reshape(-1)
-    return widths, heights
-
-
-def _cell_centres(height: int, width: int, sy: float, sx: float) -> tuple[Tensor, Tensor]:
-    """Centres ``[H * W]`` of the cells, row by row: ``((j + 0.5) sx, (i + 0.5) sy)``."""
-    cy = (torch.arange(height, dtype=torch.float64) + 0.5) * sy
-    cx = (torch.arange(width, dtype=torch.float64) + 0.5) * sx
-    grid_y, grid_x = torch.meshgrid(cy, cx, indexing="ij")
-    return grid_x.reshape(-1), grid_y.reshape(-1)
+# --- the anchor grid ----------------------------------------------------------
 
 
 def make_anchors(
@@ -55,15 +35,16 @@ def make_anchors(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Anchors ``[H * W * A, 4]`` (xyxy) for a feature map of ``feature_size = (H, W)``.
+    """Anchors ``[H * W * A, 4]`` (xyxy) on a map of ``feature_size = (H, W)`` cells.
 
     Cell (i, j) of the map (row i, column j) sees the image around
     ``((j + 0.5) * sx, (i + 0.5) * sy)``, where ``stride`` is ``s`` or
     ``(sy, sx)``. Each cell gets ``A = len(sizes) * len(aspect_ratios)``
     anchors centred there: for ratios in order (outer) and sizes in order
-    (inner), the box of area ``s * s`` with ``height / width = r``. Rows are
-    ordered by location (row, then column), then by that anchor order, which
-    matches a dense head whose output is reshaped ``[H, W, A, ...]``.
+    (inner), the box of area ``s * s`` with ``height / width = r``, so
+    ``w = s / sqrt(r)`` and ``h = s * sqrt(r)``. Rows are ordered by location
+    (row, then column), then by that anchor order, which matches a dense head
+    whose output is reshaped ``[H, W, A, ...]``.
 
     Values are computed in float64 and converted to ``dtype`` once; they are
     not rounded to integers (torchvision's ``AnchorGenerator`` rounds its
@@ -74,20 +55,25 @@ def make_anchors(
     sizes = _checks.positive_list(sizes, "sizes")
     aspect_ratios = _checks.positive_list(aspect_ratios, "aspect_ratios")
 
-    widths, heights = _anchor_shapes(sizes, aspect_ratios)
-    cx, cy = _cell_centres(height, width, sy, sx)
-    centres = torch.stack((cx, cy, cx, cy), dim=1)  # [H*W, 4]
-    half_extent = torch.stack((-widths, -heights, widths, heights), dim=1) / 2  # [A, 4]
-    anchors = centres[:, None, :] + half_extent[None, :, :]
+    # one cell's A anchors, centred on (0, 0): ratios outer, sizes inner
+    s = torch.tensor(sizes, dtype=torch.float64)
+    root_r = torch.tensor(aspect_ratios, dtype=torch.float64).sqrt()
+    w = (s[None, :] / root_r[:, None]).reshape(-1)  # [A]
+    h = (s[None, :] * root_r[:, None]).reshape(-1)  # [A]
+    cell_anchors = torch.stack((-w, -h, w, h), dim=1) / 2  # [A, 4]
+
+    # the H * W cell centres, row by row
+    cy = (torch.arange(height, dtype=torch.float64) + 0.5) * sy  # [H]
+    cx = (torch.arange(width, dtype=torch.float64) + 0.5) * sx  # [W]
+    y, x = torch.meshgrid(cy, cx, indexing="ij")  # [H, W] each
+    x, y = x.reshape(-1), y.reshape(-1)
+    centres = torch.stack((x, y, x, y), dim=1)  # [H * W, 4]
+
+    anchors = centres[:, None, :] + cell_anchors[None, :, :]  # [H * W, A, 4]
     return anchors.reshape(-1, 4).to(dtype=dtype, device=device)
 
 
-# --- box deltas ----------------------------------------------------------------------------
-
-
-def _positive_sides(boxes: Tensor, name: str) -> None:
-    if not bool(((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()):
-        raise ValueError(f"{name} must have width > 0 and height > 0 (deltas divide by them)")
+# --- box deltas ---------------------------------------------------------------
 
 
 def encode_boxes(
@@ -95,7 +81,7 @@ def encode_boxes(
     anchors: Tensor,
     weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
 ) -> Tensor:
-    """Deltas ``[N, 4]`` that take ``anchors[i]`` to ``gt_boxes[i]`` (both xyxy ``[N, 4]``).
+    """Deltas ``[N, 4]`` that take ``anchors[i]`` to ``gt_boxes[i]`` (xyxy ``[N, 4]``).
 
     With centres (x, y) and sizes (w, h) of the anchor (a) and the box (g)::
 
@@ -112,8 +98,8 @@ def encode_boxes(
     gt_boxes = _checks.boxes(gt_boxes, "gt_boxes")
     anchors = _checks.boxes(anchors, "anchors").to(gt_boxes.dtype)
     _checks.same_length(gt_boxes, "gt_boxes", anchors, "anchors")
-    _positive_sides(gt_boxes, "gt_boxes")
-    _positive_sides(anchors, "anchors")
+    _checks.positive_sides(gt_boxes, "gt_boxes")
+    _checks.positive_sides(anchors, "anchors")
     wx, wy, ww, wh = _checks.box_weights(weights)
 
     a_w = anchors[:, 2] - anchors[:, 0]
@@ -172,100 +158,91 @@ def decode_boxes(
     return torch.stack((x - half_w, y - half_h, x + half_w, y + half_h), dim=1)
 
 
-# --- matching ------------------------------------------------------------------------------
+# --- matching -----------------------------------------------------------------
 
 
 class Matcher:
     """Assign each anchor a ground-truth box from an IoU matrix ``[G, A]``.
 
-    For each anchor (column) take the best gt (first one on ties):
-
-    * IoU >= ``high_threshold``: that gt's index (a positive);
-    * IoU < ``low_threshold``: ``BELOW_LOW_THRESHOLD`` = -1 (background);
-    * in between: ``BETWEEN_THRESHOLDS`` = -2 (ignored in the loss).
-
-    With ``allow_low_quality_matches``, every anchor whose IoU with some gt
-    equals that gt's best IoU (all tied anchors) gets back its best-gt index
-    even if that is below ``high_threshold``, so that no gt is left without
-    an anchor. As in torchvision, the index given back is the anchor's own
-    best gt, and a gt whose best IoU is 0 does this for every anchor with IoU
-    0 to it.
-
-    Equal to ``torchvision.models.detection._utils.Matcher`` except for empty
-    input, where torchvision raises: G = 0 gives all -1 ``[A]`` (an image
-    with no objects is all background) and A = 0 gives an empty int64 ``[0]``.
+    Equal to ``torchvision.models.detection._utils.Matcher`` (the same
+    arguments, codes and rules, stated in :meth:`__call__`) except for empty
+    input, where torchvision raises: G = 0 gives all -1 (an image with no
+    objects is all background) and A = 0 an empty result.
     :meth:`match_batch` matches the matrices of several images at once.
     """
 
-    BELOW_LOW_THRESHOLD = -1
-    BETWEEN_THRESHOLDS = -2
+    BELOW_LOW_THRESHOLD = -1  # background
+    BETWEEN_THRESHOLDS = -2  # ignored in the loss
 
     def __init__(
-        self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False
+        self,
+        high_threshold: float,
+        low_threshold: float,
+        allow_low_quality_matches: bool = False,
     ) -> None:
         self.high_threshold = _checks.threshold(high_threshold, "high_threshold")
         self.low_threshold = _checks.threshold(low_threshold, "low_threshold")
         if self.low_threshold > self.high_threshold:
             raise ValueError(
-                f"low_threshold must be <= high_threshold, got {low_threshold} > {high_threshold}"
+                "low_threshold must be <= high_threshold, "
+                f"got {low_threshold} > {high_threshold}"
             )
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
 
     def __repr__(self) -> str:
         return (
-            f"Matcher(high_threshold={self.high_threshold}, low_threshold={self.low_threshold}, "
+            f"Matcher(high_threshold={self.high_threshold}, "
+            f"low_threshold={self.low_threshold}, "
             f"allow_low_quality_matches={self.allow_low_quality_matches})"
         )
 
     def __call__(self, match_quality_matrix: Tensor) -> Tensor:
-        """int64 ``[A]``: matched gt index, -1 or -2 for each anchor."""
-        return self._match([_checks.matrix(match_quality_matrix, "match_quality_matrix")])[0]
+        """Match one image: IoU ``[G, A]`` (gt by anchor) -> int64 ``[A]``.
 
-    def match_batch(self, match_quality_matrices: Sequence[Tensor]) -> Tensor:
-        """int64 ``[B, A]``: row b is ``self(match_quality_matrices[b])``, all in one go.
+        Each anchor (column) takes its best gt (the first one on ties), and:
 
-        The images' ``[G_b, A]`` matrices (one number of anchors A, any G_b) are
-        stacked into one ``[B, max G_b, A]`` tensor whose padding rows are
-        ``-inf``: they are never an anchor's best and are left out of the
-        low-quality step. A detector's training step matches a whole batch
-        this way instead of image by image.
+        * IoU >= ``high_threshold``: that gt's index (a positive);
+        * IoU < ``low_threshold``: ``BELOW_LOW_THRESHOLD`` = -1 (background);
+        * in between: ``BETWEEN_THRESHOLDS`` = -2 (ignored).
+
+        With ``allow_low_quality_matches``, every anchor whose IoU with some gt
+        equals that gt's best IoU (all tied anchors) gets *its own* best gt
+        even below ``high_threshold``, as torchvision does; a gt whose best IoU
+        is 0 does this for every anchor. G = 0 gives all -1, A = 0 ``[0]``.
         """
-        matrices = [_checks.matrix(m, "match_quality_matrices") for m in match_quality_matrices]
-        return self._match(matrices)
+        iou = _checks.matrix(match_quality_matrix, "match_quality_matrix")
+        num_gt, num_anchors = iou.shape
+        if num_gt == 0 or num_anchors == 0:  # no objects: all background
+            return torch.full((num_anchors,), -1, dtype=torch.int64, device=iou.device)
 
-    def _match(self, matrices: list[Tensor]) -> Tensor:
-        """:meth:`match_batch` on checked matrices."""
-        if len({m.shape[1] for m in matrices}) > 1:
-            raise ValueError("match_quality_matrices must all have the same number of columns")
-        if not matrices:
-            return torch.zeros(0, 0, dtype=torch.int64)
-        counts = torch.tensor([len(m) for m in matrices], device=matrices[0].device)
-        num_gt, num_anchors = int(counts.max()), matrices[0].shape[1]
-        matches = torch.full(
-            (len(matrices), num_anchors),
-            self.BELOW_LOW_THRESHOLD,
-            dtype=torch.int64,
-            device=matrices[0].device,
-        )
-        if num_gt == 0 or num_anchors == 0:
-            return matches
-        real = torch.arange(num_gt, device=counts.device) < counts[:, None]  # [B, G]
-        iou = matrices[0].new_full((len(matrices), num_gt, num_anchors), -math.inf)
-        iou[real] = torch.cat(matrices)
+        best_iou, best_gt = iou.max(dim=0)  # [A]: each anchor's best gt
+        matches = best_gt.clone()
+        matches[best_iou < self.high_threshold] = self.BETWEEN_THRESHOLDS
+        matches[best_iou < self.low_threshold] = self.BELOW_LOW_THRESHOLD
 
-        best_iou, best_gt = iou.max(dim=1)  # [B, A]; the first gt on ties
-        matches = torch.where(best_iou >= self.low_threshold, best_gt, matches)
-        between = (best_iou >= self.low_threshold) & (best_iou < self.high_threshold)
-        matches[between] = self.BETWEEN_THRESHOLDS
         if self.allow_low_quality_matches:
-            matches = self._restore_best_anchors(matches, best_gt, iou, real)
+            best_per_gt = iou.max(dim=1, keepdim=True).values  # [G, 1]
+            tied = (iou == best_per_gt).any(dim=0)  # [A]: tied for some gt's best
+            matches[tied] = best_gt[tied]  # its own best gt, as in torchvision
         return matches
 
-    @staticmethod
-    def _restore_best_anchors(
-        matches: Tensor, best_gt: Tensor, iou: Tensor, real: Tensor
-    ) -> Tensor:
-        """Give every anchor tied for some (real) gt's highest IoU its best-gt index back."""
-        best_per_gt = iou.max(dim=2, keepdim=True).values  # [B, G, 1]
-        tied = ((iou == best_per_gt) & real[:, :, None]).any(dim=1)  # [B, A]
-        return torch.where(tied, best_gt, matches)
+    def match_batch(self, match_quality_matrices: Sequence[Tensor]) -> Tensor:
+        """int64 ``[B, A]``: row b is ``self(match_quality_matrices[b])``.
+
+        The images' ``[G_b, A]`` matrices (one A, any G_b) are matched in one
+        go, as one ``[B, max G_b, A]`` tensor padded with ``-inf`` (never an
+        anchor's best, left out of the low-quality rule), by a fast kernel that
+        gives exactly the results of :meth:`__call__`.
+        """
+        name = "match_quality_matrices"
+        matrices = [_checks.matrix(m, name) for m in match_quality_matrices]
+        if len({m.shape[1] for m in matrices}) > 1:
+            raise ValueError(f"{name} must all have the same number of columns")
+        if len({m.dtype for m in matrices}) > 1:  # stacking would cast: one by one
+            return torch.stack([self(m) for m in matrices])
+        return matching.match_batch(
+            matrices,
+            self.high_threshold,
+            self.low_threshold,
+            self.allow_low_quality_matches,
+        )

@@ -1,8 +1,12 @@
-"""detlearn.anchors: the grid from its definition, BoxCoder and Matcher from torchvision."""
+"""detlearn.anchors: the grid from its definition, BoxCoder and Matcher from
+torchvision, and the batched Matcher kernel from the readable Matcher."""
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -11,19 +15,20 @@ from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection._utils import Matcher as TvMatcher
 
+from detlearn._kernels import matching
 from detlearn.anchors import Matcher, decode_boxes, encode_boxes, make_anchors
 
 WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (2.0, 0.5, 3.0, 1.5)]
 
 
-# --- make_anchors --------------------------------------------------------------------------
+# --- make_anchors -------------------------------------------------------------
 
 
 def test_make_anchors_worked_example():
     """2 x 3 map, stride 8, one 16-pixel square per cell: worked out by hand."""
     anchors = make_anchors((2, 3), 8, [16], [1.0])
     expected = [
-        [-4, -4, 12, 12], [4, -4, 20, 12], [12, -4, 28, 12],  # row 0: centres x = 4, 12, 20
+        [-4, -4, 12, 12], [4, -4, 20, 12], [12, -4, 28, 12],  # row 0: x = 4, 12, 20
         [-4, 4, 12, 20], [4, 4, 20, 20], [12, 4, 28, 20],  # row 1: centre y = 12
     ]  # fmt: skip
     assert anchors.dtype == torch.float32
@@ -65,18 +70,29 @@ def anchors_by_definition(feature_size, stride, sizes, ratios):
 def test_make_anchors_matches_definition(feature_size, stride, sizes, ratios):
     ours = make_anchors(feature_size, stride, sizes, ratios, dtype=torch.float64)
     expected = anchors_by_definition(feature_size, stride, sizes, ratios)
-    assert ours.shape == (feature_size[0] * feature_size[1] * len(sizes) * len(ratios), 4)
+    assert ours.shape == (
+        feature_size[0] * feature_size[1] * len(sizes) * len(ratios),
+        4,
+    )
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-9)
     areas = (ours[:, 2] - ours[:, 0]) * (ours[:, 3] - ours[:, 1])
-    expected_areas = torch.tensor([s * s for _ in ratios for s in sizes], dtype=torch.float64)
+    expected_areas = torch.tensor(
+        [s * s for _ in ratios for s in sizes], dtype=torch.float64
+    )
     n_loc = feature_size[0] * feature_size[1]
-    torch.testing.assert_close(areas, expected_areas.repeat(n_loc), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        areas, expected_areas.repeat(n_loc), rtol=1e-9, atol=1e-9
+    )
 
 
 def test_make_anchors_dtype_device_and_int_stride():
-    a = make_anchors((2, 2), 16, [32], [0.5, 1.0, 2.0], dtype=torch.float64, device="cpu")
+    a = make_anchors(
+        (2, 2), 16, [32], [0.5, 1.0, 2.0], dtype=torch.float64, device="cpu"
+    )
     assert a.dtype == torch.float64 and a.device.type == "cpu" and a.shape == (12, 4)
-    torch.testing.assert_close(a, make_anchors((2, 2), (16, 16), [32], [0.5, 1, 2]).double())
+    torch.testing.assert_close(
+        a, make_anchors((2, 2), (16, 16), [32], [0.5, 1, 2]).double()
+    )
     assert make_anchors((0, 4), 8, [16], [1.0]).shape == (0, 4)
 
 
@@ -100,7 +116,7 @@ def test_make_anchors_rejects_bad_arguments(kwargs, name):
         make_anchors(**args)
 
 
-# --- encode / decode -----------------------------------------------------------------------
+# --- encode / decode ----------------------------------------------------------
 
 
 @st.composite
@@ -129,19 +145,31 @@ def test_encode_decode_equal_box_coder(weights, dtype, pair):
     assert deltas.dtype == dtype and deltas.shape == gt.shape
     torch.testing.assert_close(deltas, coder.encode_single(gt, anchors), rtol=0, atol=0)
     decoded = decode_boxes(deltas, anchors, weights)
-    torch.testing.assert_close(decoded, coder.decode_single(deltas, anchors), rtol=0, atol=0)
-    tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        decoded, coder.decode_single(deltas, anchors), rtol=0, atol=0
+    )
+    tol = (
+        dict(rtol=1e-4, atol=1e-3)
+        if dtype == torch.float32
+        else dict(rtol=1e-9, atol=1e-9)
+    )
     # decode(encode(x)) == x, once the default cap on growth (62.5x) is lifted
-    torch.testing.assert_close(decode_boxes(deltas, anchors, weights, clip=math.inf), gt, **tol)
+    torch.testing.assert_close(
+        decode_boxes(deltas, anchors, weights, clip=math.inf), gt, **tol
+    )
 
 
-@given(pair=box_pairs(), scale=st.floats(1, 50), clip=st.sampled_from([1.0, 4.0, math.inf]))
+@given(
+    pair=box_pairs(), scale=st.floats(1, 50), clip=st.sampled_from([1.0, 4.0, math.inf])
+)
 def test_decode_clip_equals_box_coder(pair, scale, clip):
     _, anchors = pair
     g = torch.Generator().manual_seed(len(anchors))
     deltas = torch.randn(len(anchors), 4, generator=g, dtype=torch.float64) * scale
     ours = decode_boxes(deltas, anchors, (10.0, 10.0, 5.0, 5.0), clip=clip)
-    ref = BoxCoder((10.0, 10.0, 5.0, 5.0), bbox_xform_clip=clip).decode_single(deltas, anchors)
+    ref = BoxCoder((10.0, 10.0, 5.0, 5.0), bbox_xform_clip=clip).decode_single(
+        deltas, anchors
+    )
     torch.testing.assert_close(ours, ref, rtol=0, atol=0)
 
 
@@ -157,7 +185,9 @@ def test_encode_worked_example():
     deltas = encode_boxes(gt, anchor)
     torch.testing.assert_close(deltas, torch.tensor([[0.7, 0.2, math.log(2.0), 0.0]]))
     deltas = encode_boxes(gt, anchor, (10.0, 10.0, 5.0, 5.0))
-    torch.testing.assert_close(deltas, torch.tensor([[7.0, 2.0, 5 * math.log(2.0), 0.0]]))
+    torch.testing.assert_close(
+        deltas, torch.tensor([[7.0, 2.0, 5 * math.log(2.0), 0.0]])
+    )
 
 
 def test_encode_decode_empty():
@@ -204,9 +234,10 @@ def test_decode_rejects_bad_input():
         decode_boxes(torch.zeros(2, 4), GOOD, clip=math.nan)
 
 
-# --- Matcher -------------------------------------------------------------------------------
+# --- Matcher ------------------------------------------------------------------
 
-LEVELS = [0.0, 0.1, 0.3, 0.4, 0.5, 0.7, 0.9, 1.0]  # coarse values: ties and exact thresholds
+# coarse values: ties and values exactly at the thresholds
+LEVELS = [0.0, 0.1, 0.3, 0.4, 0.5, 0.7, 0.9, 1.0]
 
 
 @st.composite
@@ -218,7 +249,9 @@ def iou_matrices(draw):
 
 @given(
     iou=iou_matrices(),
-    thresholds=st.sampled_from([(0.5, 0.4), (0.7, 0.3), (0.5, 0.5), (1.0, 0.0), (0.4, 0.1)]),
+    thresholds=st.sampled_from(
+        [(0.5, 0.4), (0.7, 0.3), (0.5, 0.5), (1.0, 0.0), (0.4, 0.1)]
+    ),
     low_quality=st.booleans(),
 )
 def test_matcher_equals_torchvision(iou, thresholds, low_quality):
@@ -231,7 +264,9 @@ def test_matcher_equals_torchvision(iou, thresholds, low_quality):
 
 @given(iou=iou_matrices(), low_quality=st.booleans())
 def test_matcher_equals_torchvision_on_continuous_values(iou, low_quality):
-    noisy = iou + torch.rand(iou.shape, generator=torch.Generator().manual_seed(0)) * 0.05
+    noisy = (
+        iou + torch.rand(iou.shape, generator=torch.Generator().manual_seed(0)) * 0.05
+    )
     ours = Matcher(0.5, 0.4, low_quality)(noisy)
     assert torch.equal(ours, TvMatcher(0.5, 0.4, low_quality)(noisy))
 
@@ -242,7 +277,9 @@ def test_matcher_equals_torchvision_on_continuous_values(iou, low_quality):
     low_quality=st.booleans(),
     seed=st.integers(0, 999),
 )
-def test_match_batch_equals_torchvision_image_by_image(sizes, num_anchors, low_quality, seed):
+def test_match_batch_equals_torchvision_image_by_image(
+    sizes, num_anchors, low_quality, seed
+):
     """Images with different numbers of objects (none included) matched in one go."""
     g = torch.Generator().manual_seed(seed)
     matrices = [torch.randint(0, 8, (n, num_anchors), generator=g) / 8 for n in sizes]
@@ -255,10 +292,79 @@ def test_match_batch_equals_torchvision_image_by_image(sizes, num_anchors, low_q
             assert torch.equal(row, TvMatcher(0.5, 0.4, low_quality)(iou))
 
 
+CASES = [(0.5, 0.4), (0.7, 0.3), (0.5, 0.5), (1.0, 0.0), (0.4, 0.1), (0.0, 0.0)]
+
+
+def random_batch(g: torch.Generator, num_anchors: int) -> list[torch.Tensor]:
+    """0 to 5 images of 0 to 5 objects; coarse values (ties), fine ones, negatives."""
+    matrices = []
+    for _ in range(int(torch.randint(0, 6, (1,), generator=g))):
+        shape = (int(torch.randint(0, 6, (1,), generator=g)), num_anchors)
+        kind = int(torch.randint(0, 3, (1,), generator=g))
+        if kind == 0:  # tenths: ties everywhere, values exactly at the thresholds
+            matrices.append(torch.randint(0, 11, shape, generator=g) / 10)
+        elif kind == 1:
+            matrices.append(torch.rand(shape, generator=g))
+        else:  # any finite number is legal: a quality score need not be an IoU
+            matrices.append(torch.randint(-4, 8, shape, generator=g) / 4)
+    return matrices
+
+
+def test_match_batch_equals_call_image_by_image():
+    """The fast batched kernel gives exactly what the readable ``__call__`` gives."""
+    g = torch.Generator().manual_seed(0)
+    settings = list(
+        itertools.product(CASES, [False, True], [torch.float32, torch.float64])
+    )
+    checked = 0
+    for trial in range(240):
+        (high, low), low_quality, dtype = settings[trial % len(settings)]
+        num_anchors = trial % 13  # A = 0 included
+        matrices = [m.to(dtype) for m in random_batch(g, num_anchors)]
+        matcher = Matcher(high, low, low_quality)
+        batch = matcher.match_batch(matrices)
+        assert batch.dtype == torch.int64
+        assert batch.shape == ((len(matrices), num_anchors) if matrices else (0, 0))
+        for row, iou in zip(batch, matrices, strict=True):
+            assert torch.equal(row, matcher(iou))
+        checked += len(matrices)
+    assert checked > 400
+
+
+def test_match_batch_mixed_dtypes_equal_call():
+    """A float32 IoU is compared with a threshold in float32: 0.7f >= 0.7 holds."""
+    matrices = [
+        torch.tensor([[0.1, 0.9]], dtype=torch.float64),
+        torch.tensor([[0.7, 0.2]]),
+    ]
+    m = Matcher(0.7, 0.3)
+    assert m(matrices[1]).tolist() == [0, -1]
+    assert m.match_batch(matrices).tolist() == [[-1, 0], [0, -1]]
+
+
+def test_kernel_codes_are_the_matchers():
+    assert matching.BELOW_LOW_THRESHOLD == Matcher.BELOW_LOW_THRESHOLD
+    assert matching.BETWEEN_THRESHOLDS == Matcher.BETWEEN_THRESHOLDS
+
+
+@pytest.mark.parametrize(
+    "obj", [make_anchors, Matcher.__call__, encode_boxes, decode_boxes]
+)
+def test_shown_code_reads_whole(obj):
+    """The chapters show these: a screenful, no hidden helper but the checks."""
+    source = inspect.getsource(obj)
+    assert len(source.splitlines()) <= 50
+    checks = {"_checks"}  # validation at the entry point
+    private = set(re.findall(r"(?<![\w.])_\w+", source)) - checks - {"__call__"}
+    assert not private, private
+
+
 def test_match_batch_empty_and_rejects_bad_input():
     m = Matcher(0.5, 0.4, True)
     assert m.match_batch([]).shape == (0, 0)
-    assert m.match_batch([torch.zeros(0, 3), torch.zeros(0, 3)]).tolist() == [[-1] * 3] * 2
+    assert (
+        m.match_batch([torch.zeros(0, 3), torch.zeros(0, 3)]).tolist() == [[-1] * 3] * 2
+    )
     assert m.match_batch([torch.zeros(2, 0)]).shape == (1, 0)
     with pytest.raises(ValueError, match="same number of columns"):
         m.match_batch([torch.zeros(1, 3), torch.zeros(1, 4)])
@@ -312,7 +418,7 @@ def test_matcher_rejects_bad_input():
             m(bad)
 
 
-# --- CUDA ----------------------------------------------------------------------------------
+# --- CUDA ---------------------------------------------------------------------
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
