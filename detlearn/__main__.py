@@ -18,9 +18,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EVAL_SEED = 1_000_000
-COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-TASKS = ("classify", "localize", "detect")
+from detlearn.data import TASKS
+from detlearn.evaluate import SUMMARY_KEYS as COCO_KEYS
+
+EVAL_SEED = 1_000_000  # the held-out seed of `evaluate` (benchmarks use it too)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -64,7 +64,7 @@ on any device or NumPy arrays. Image ``i`` of the list is image id ``i + 1`` in
 :func:`to_coco`'s output.
 """
 
-from detlearn.evaluate.coco import coco_evaluate
+from detlearn.evaluate.coco import SUMMARY_KEYS, coco_evaluate
 from detlearn.evaluate.coco_json import to_coco
 from detlearn.evaluate.curves import (
     AREA_RANGES,
@@ -83,6 +83,7 @@ __all__ = [
     "IOU_THRESHOLDS",
     "MAX_DETS",
     "RECALL_THRESHOLDS",
+    "SUMMARY_KEYS",
     "PRCurve",
     "average_precision",
     "coco_evaluate",

@@ -34,7 +34,7 @@ from detlearn.evaluate.curves import (
     precision_envelope,
 )
 
-__all__ = ["coco_evaluate"]
+__all__ = ["SUMMARY_KEYS", "coco_evaluate"]
 
 
 def coco_evaluate(predictions: Sequence[dict], targets: Sequence[dict]) -> dict:
@@ -106,6 +106,8 @@ _SUMMARY = {
     "ARm": ("recall", None, "medium", 100),
     "ARl": ("recall", None, "large", 100),
 }
+# The twelve summary numbers of coco_evaluate, in the order of COCOeval.stats.
+SUMMARY_KEYS: tuple[str, ...] = tuple(_SUMMARY)
 
 
 def _summarize(
