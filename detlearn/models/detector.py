@@ -1,4 +1,4 @@
-"""TinyDetector: a single-stage, anchor-based detector in the RetinaNet / SSD family (chapter 9).
+"""TinyDetector: a single-stage, anchor-based detector in the RetinaNet / SSD family (chapter 10).
 
     images -> Backbone -> feature maps at strides (4, 8, 16)
            -> one DenseHead per map -> class logits and box deltas for every anchor
@@ -20,14 +20,19 @@ from torch import nn
 from detlearn import _checks
 from detlearn.anchors import Matcher, decode_boxes, encode_boxes, make_anchors
 from detlearn.boxes import box_iou, clip_boxes_to_image
-from detlearn.losses import generalized_box_iou_loss, sigmoid_focal_loss, smooth_l1_loss
+from detlearn.losses import (
+    generalized_box_iou_loss,
+    hard_negative_mask,
+    sigmoid_focal_loss,
+    smooth_l1_loss,
+)
 from detlearn.models.backbone import Backbone, check_targets, to_batch
 from detlearn.models.heads import DenseHead
 from detlearn.nms import batched_nms, box_voting
 
 __all__ = ["CLS_LOSSES", "DET_BOX_LOSSES", "TinyDetector"]
 
-CLS_LOSSES = ("focal", "ce")
+CLS_LOSSES = ("focal", "ce", "hard_negatives")
 DET_BOX_LOSSES = ("smooth_l1", "giou")
 
 
@@ -49,9 +54,15 @@ class TinyDetector(nn.Module):
             between are ignored by the classification loss.
         allow_low_quality_matches: also match each ground-truth box to its best
             anchor(s) even below ``fg_iou_thresh``, so that no object goes unmatched.
-        cls_loss: ``"focal"`` (sigmoid focal loss) or ``"ce"`` (binary cross-entropy
-            per class: the focal loss with ``gamma = 0`` and no ``alpha``). Both are
-            summed over anchors and divided by the number of positive anchors.
+        cls_loss: ``"focal"`` (sigmoid focal loss), ``"ce"`` (binary cross-entropy
+            per class: the focal loss with ``gamma = 0`` and no ``alpha``) or
+            ``"hard_negatives"`` (SSD's hard negative mining: the binary
+            cross-entropy summed over the classes of each anchor, kept for every
+            positive anchor and, in each image, for the ``3 * P`` background anchors
+            with the largest loss, ``P`` the image's positives; see
+            :func:`detlearn.losses.hard_negative_mask`). Each is summed over the
+            anchors it covers (all but the ignored ones for ``"focal"`` and
+            ``"ce"``) and divided by the number of positive anchors.
         box_loss: ``"smooth_l1"`` on the encoded deltas or ``"giou"`` on the
             decoded boxes, over the positive anchors, divided by their number.
         focal_alpha, focal_gamma: the focal loss's parameters.
@@ -222,17 +233,24 @@ class TinyDetector(nn.Module):
         num_pos = foreground.sum().clamp(min=1)
         gt_labels, gt_boxes = self._matched_targets(matched, targets)
 
-        # classification: every anchor that is not ignored, against a one-hot target
+        # classification against a one-hot target (all zeros for background anchors)
         cls_target = F.one_hot(gt_labels, self.num_classes).to(logits.dtype)
         cls_target = cls_target * foreground.unsqueeze(-1)
         if self.cls_loss == "focal":
             loss_cls = sigmoid_focal_loss(
                 logits[valid], cls_target[valid], self.focal_alpha, self.focal_gamma, "sum"
             )
-        else:
+        elif self.cls_loss == "ce":
             loss_cls = F.binary_cross_entropy_with_logits(
                 logits[valid], cls_target[valid], reduction="sum"
             )
+        else:  # hard negatives: all positives, the 3 * P hardest background anchors
+            per_anchor = F.binary_cross_entropy_with_logits(
+                logits, cls_target, reduction="none"
+            ).sum(-1)  # [B, N]
+            background = matched == Matcher.BELOW_LOW_THRESHOLD
+            kept = hard_negative_mask(per_anchor, foreground, background, ratio=3)
+            loss_cls = per_anchor[kept].sum()
 
         # box regression: foreground anchors only
         fg_deltas, fg_gt = deltas[foreground], gt_boxes[foreground]
