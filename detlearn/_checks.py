@@ -162,7 +162,7 @@ def image_size(value: object, name: str = "size") -> tuple[float, float]:
     return height, width
 
 
-def pair(value: object, name: str) -> tuple[float, float]:
+def number_pair(value: object, name: str) -> tuple[float, float]:
     """Require one positive number or two, e.g. a stride ``s`` or ``(sy, sx)``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = (value, value)

@@ -51,7 +51,7 @@ def make_anchors(
     base anchors and puts centres at ``j * sx`` instead).
     """
     height, width = _checks.grid_size(feature_size, "feature_size")
-    sy, sx = _checks.pair(stride, "stride")
+    sy, sx = _checks.number_pair(stride, "stride")
     sizes = _checks.positive_list(sizes, "sizes")
     aspect_ratios = _checks.positive_list(aspect_ratios, "aspect_ratios")
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detlearn import _checks
-from detlearn.boxes import _aspect_angle
+from detlearn.boxes import box_aspect_angle
 
 __all__ = [
     "smooth_l1_loss",
@@ -31,11 +31,16 @@ __all__ = [
     "complete_box_iou_loss",
     "multitask_loss",
     "hard_negative_mask",
+    "paired_box_iou",
+    "reduce_loss",
 ]
 
 
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    """Apply ``'none'``, ``'sum'`` or ``'mean'`` (0 for an empty loss, graph kept)."""
+def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
+    """Apply ``reduction`` to a loss of any shape: ``'none'`` returns it as is,
+    ``'sum'`` its sum and ``'mean'`` its mean, which for an empty loss is 0
+    (written ``0.0 * loss.sum()`` so that the graph is kept)."""
+    reduction = _checks.reduction(reduction)
     if reduction == "sum":
         return loss.sum()
     if reduction == "mean":
@@ -43,13 +48,7 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     return loss
 
 
-def _pair(input: Tensor, input_name: str, target: Tensor, target_name: str) -> None:
-    _checks.float_tensor(input, input_name)
-    _checks.float_tensor(target, target_name)
-    _checks.same_shape(input, input_name, target, target_name)
-
-
-# --- regression and classification ---------------------------------------------------------
+# --- regression and classification --------------------------------------------
 
 
 def smooth_l1_loss(
@@ -64,14 +63,16 @@ def smooth_l1_loss(
     (which broadcasts; here the shapes must match), except that the mean of an
     empty tensor is 0, not NaN.
     """
-    _pair(input, "input", target, "target")
+    _checks.float_tensor(input, "input")
+    _checks.float_tensor(target, "target")
+    _checks.same_shape(input, "input", target, "target")
     beta = _checks.number(beta, "beta", low=0.0)
     reduction = _checks.reduction(reduction)
     z = (input - target).abs()
     if beta == 0:  # the quadratic branch would divide by zero
-        return _reduce(z, reduction)
+        return reduce_loss(z, reduction)
     loss = torch.where(z < beta, 0.5 * z**2 / beta, z - 0.5 * beta)
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 def sigmoid_focal_loss(
@@ -98,10 +99,12 @@ def sigmoid_focal_loss(
         alpha, gamma: as above; gamma >= 0 (0 gives alpha-weighted CE).
         reduction: ``'none'`` (default), ``'mean'`` or ``'sum'``.
     """
-    _pair(inputs, "inputs", targets, "targets")
+    _checks.float_tensor(inputs, "inputs")
+    _checks.float_tensor(targets, "targets")
+    _checks.same_shape(inputs, "inputs", targets, "targets")
     alpha = _checks.number(alpha, "alpha", low=-1.0, high=1.0)
     if not (0 <= alpha <= 1 or alpha == -1):
-        raise ValueError(f"alpha must be in [0, 1], or -1 to turn weighting off, got {alpha}")
+        raise ValueError(f"alpha must be in [0, 1], or -1 to turn it off, got {alpha}")
     gamma = _checks.number(gamma, "gamma", low=0.0)
     reduction = _checks.reduction(reduction)
 
@@ -112,123 +115,129 @@ def sigmoid_focal_loss(
     if alpha >= 0:
         alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
         loss = alpha_t * loss
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
-# --- IoU-family box losses -----------------------------------------------------------------
+# --- IoU-family box losses ----------------------------------------------------
 
 
-def _paired_boxes(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+def paired_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """IoU ``I / (U + eps)`` of each pair ``(boxes1[i], boxes2[i])`` of xyxy boxes
+    ``[N, 4]`` (or one pair ``[4]``), shape ``[N]``, as the box losses compute it.
+
+    The intersection I is 0 unless the boxes overlap with positive width *and*
+    height, as in torchvision; so touching boxes pass no gradient through it
+    (a clamp at 0 would). ``eps > 0`` keeps the ratio finite.
+    """
     boxes1 = _checks.boxes(boxes1, "boxes1", allow_single=True)
     boxes2 = _checks.boxes(boxes2, "boxes2", allow_single=True)
     _checks.same_shape(boxes1, "boxes1", boxes2, "boxes2")
-    return boxes1, boxes2
-
-
-def _paired_inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """Intersection and union of each pair ``(boxes1[i], boxes2[i])``.
-
-    The intersection is set to 0 unless the boxes overlap with positive width
-    *and* height, as in torchvision; so touching boxes pass no gradient through
-    it (a clamp at 0 would).
-    """
-    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    eps = _checks.positive(eps, "eps")
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)  # each [N]
     x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
     left, top = torch.max(x1, x1g), torch.max(y1, y1g)
     right, bottom = torch.min(x2, x2g), torch.min(y2, y2g)
     overlap = (bottom > top) & (right > left)
     inter = torch.where(overlap, (right - left) * (bottom - top), 0.0)
     union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
-    return inter, union
-
-
-def _paired_enclosing(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
-    """Width and height of the smallest box enclosing each pair."""
-    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
-    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
-    return torch.max(x2, x2g) - torch.min(x1, x1g), torch.max(y2, y2g) - torch.min(y1, y1g)
+    return inter / (union + eps)
 
 
 def generalized_box_iou_loss(
     boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
 ) -> Tensor:
-    """``1 - GIoU`` of each pair of xyxy boxes, in [0, 2].
+    """``1 - GIoU`` of each pair ``(boxes1[i], boxes2[i])`` of xyxy boxes
+    ``[N, 4]`` (or one pair ``[4]``): shape ``[N]`` before reduction, in [0, 2].
 
     ``GIoU = I / (U + eps) - (C - U) / (C + eps)`` with I, U the intersection
     and union and C the enclosing box's area; unlike ``1 - IoU`` it still has
     a gradient when the boxes do not overlap. ``eps > 0`` keeps every ratio
-    finite. Equals ``torchvision.ops.generalized_box_iou_loss``.
+    finite. The intersection is 0 unless the boxes overlap with positive width
+    *and* height, so touching boxes pass no gradient through it (a clamp at 0
+    would). Equals ``torchvision.ops.generalized_box_iou_loss``.
     """
-    boxes1, boxes2 = _paired_boxes(boxes1, boxes2)
+    boxes1 = _checks.boxes(boxes1, "boxes1", allow_single=True)
+    boxes2 = _checks.boxes(boxes2, "boxes2", allow_single=True)
+    _checks.same_shape(boxes1, "boxes1", boxes2, "boxes2")
     reduction = _checks.reduction(reduction)
     eps = _checks.positive(eps, "eps")
-    inter, union = _paired_inter_union(boxes1, boxes2)
-    iou = inter / (union + eps)
-    w, h = _paired_enclosing(boxes1, boxes2)
-    enclosing = w * h
-    giou = iou - ((enclosing - union) / (enclosing + eps))
-    return _reduce(1 - giou, reduction)
-
-
-def _diou_loss_and_iou(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """``(1 - DIoU, IoU)`` per pair; DIoU subtracts the squared centre distance
-    over the squared enclosing diagonal from the IoU."""
-    inter, union = _paired_inter_union(boxes1, boxes2)
-    iou = inter / (union + eps)
-    w, h = _paired_enclosing(boxes1, boxes2)
-    diagonal_squared = (w**2) + (h**2) + eps
-    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)  # each [N]
     x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
-    centre_distance_squared = (((x2 + x1) / 2 - (x1g + x2g) / 2) ** 2) + (
-        ((y2 + y1) / 2 - (y1g + y2g) / 2) ** 2
-    )
-    return 1 - iou + (centre_distance_squared / diagonal_squared), iou
+    left, top = torch.max(x1, x1g), torch.max(y1, y1g)  # the intersection
+    right, bottom = torch.min(x2, x2g), torch.min(y2, y2g)
+    overlap = (bottom > top) & (right > left)
+    inter = torch.where(overlap, (right - left) * (bottom - top), 0.0)
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+    iou = inter / (union + eps)
+    enclosing_w = torch.max(x2, x2g) - torch.min(x1, x1g)
+    enclosing_h = torch.max(y2, y2g) - torch.min(y1, y1g)
+    enclosing = enclosing_w * enclosing_h
+    giou = iou - ((enclosing - union) / (enclosing + eps))
+    return reduce_loss(1 - giou, reduction)
 
 
 def distance_box_iou_loss(
     boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
 ) -> Tensor:
-    """``1 - DIoU`` of each pair of xyxy boxes (Zheng et al., 2020).
+    """``1 - DIoU`` of each pair ``(boxes1[i], boxes2[i])`` of xyxy boxes
+    ``[N, 4]`` (or one pair ``[4]``): shape ``[N]`` before reduction
+    (Zheng et al., 2020).
 
     ``1 - I / (U + eps) + d**2 / (c**2 + eps)``, d the distance between the
     centres and c the enclosing box's diagonal: the second term pulls the
-    centres together even when the boxes do not overlap. Equals
+    centres together even when the boxes do not overlap; the IoU is
+    :func:`paired_box_iou`. Equals
     ``torchvision.ops.distance_box_iou_loss``.
     """
-    boxes1, boxes2 = _paired_boxes(boxes1, boxes2)
+    boxes1 = _checks.boxes(boxes1, "boxes1", allow_single=True)
+    boxes2 = _checks.boxes(boxes2, "boxes2", allow_single=True)
+    _checks.same_shape(boxes1, "boxes1", boxes2, "boxes2")
     reduction = _checks.reduction(reduction)
     eps = _checks.positive(eps, "eps")
-    loss, _ = _diou_loss_and_iou(boxes1, boxes2, eps)
-    return _reduce(loss, reduction)
+    iou = paired_box_iou(boxes1, boxes2, eps)  # [N]
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)  # each [N]
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    enclosing_w = torch.max(x2, x2g) - torch.min(x1, x1g)
+    enclosing_h = torch.max(y2, y2g) - torch.min(y1, y1g)
+    diagonal_squared = (enclosing_w**2) + (enclosing_h**2) + eps
+    dx = (x2 + x1) / 2 - (x1g + x2g) / 2  # between the centres
+    dy = (y2 + y1) / 2 - (y1g + y2g) / 2
+    centre_distance_squared = (dx**2) + (dy**2)
+    loss = 1 - iou + (centre_distance_squared / diagonal_squared)
+    return reduce_loss(loss, reduction)
 
 
 def complete_box_iou_loss(
     boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
 ) -> Tensor:
-    """``1 - CIoU`` of each pair of xyxy boxes (Zheng et al., 2020).
+    """``1 - CIoU`` of each pair ``(boxes1[i], boxes2[i])`` of xyxy boxes
+    ``[N, 4]`` (or one pair ``[4]``): shape ``[N]`` before reduction
+    (Zheng et al., 2020).
 
     The DIoU loss plus ``alpha * v``, where
     ``v = 4 / pi**2 * (atan(w2 / h2) - atan(w1 / h1))**2`` compares the aspect
     ratios and ``alpha = v / (1 - IoU + v + eps)`` (a constant for gradients).
     Equals ``torchvision.ops.complete_box_iou_loss`` with two differences:
     a zero-height box has angle pi / 2 and a point box angle 0 (NaN in
-    torchvision), and ``eps`` is used in the DIoU part as well (torchvision
-    uses its default 1e-7 there whatever ``eps`` is; the same at the default).
+    torchvision; see ``detlearn.boxes.box_aspect_angle``), and ``eps`` is used
+    in the DIoU part as well (torchvision uses its default 1e-7 there whatever
+    ``eps`` is; the same at the default).
     """
-    boxes1, boxes2 = _paired_boxes(boxes1, boxes2)
+    boxes1 = _checks.boxes(boxes1, "boxes1", allow_single=True)
+    boxes2 = _checks.boxes(boxes2, "boxes2", allow_single=True)
+    _checks.same_shape(boxes1, "boxes1", boxes2, "boxes2")
     reduction = _checks.reduction(reduction)
     eps = _checks.positive(eps, "eps")
-    diou_loss, iou = _diou_loss_and_iou(boxes1, boxes2, eps)
-    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
-    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
-    angle, angle_g = _aspect_angle(x2 - x1, y2 - y1), _aspect_angle(x2g - x1g, y2g - y1g)
+    diou_loss = distance_box_iou_loss(boxes1, boxes2, "none", eps)  # [N]
+    angle = box_aspect_angle(boxes1)  # [N]
+    angle_g = box_aspect_angle(boxes2)
     v = (4 / (math.pi**2)) * torch.pow(angle_g - angle, 2)
     with torch.no_grad():
-        alpha = v / (1 - iou + v + eps)
-    return _reduce(diou_loss + alpha * v, reduction)
+        alpha = v / (1 - paired_box_iou(boxes1, boxes2, eps) + v + eps)
+    return reduce_loss(diou_loss + alpha * v, reduction)
 
 
-# --- choosing which negatives count ----------------------------------------------------------
+# --- choosing which negatives count -------------------------------------------
 
 
 def hard_negative_mask(
@@ -259,8 +268,14 @@ def hard_negative_mask(
         raise ValueError(f"loss must have shape [B, N], got {list(loss.shape)}")
     negative = ~positive if negative is None else negative
     for mask, name in ((positive, "positive"), (negative, "negative")):
-        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != loss.shape:
-            raise ValueError(f"{name} must be a bool tensor of shape {list(loss.shape)}")
+        if (
+            not isinstance(mask, Tensor)
+            or mask.dtype != torch.bool
+            or mask.shape != loss.shape
+        ):
+            raise ValueError(
+                f"{name} must be a bool tensor of shape {list(loss.shape)}"
+            )
     ratio = _checks.positive_int(ratio, "ratio")
 
     wanted = ratio * positive.sum(dim=1, keepdim=True)  # [B, 1] negatives to keep
@@ -270,7 +285,7 @@ def hard_negative_mask(
     return positive | (negative & (rank < wanted))
 
 
-# --- putting them together -----------------------------------------------------------------
+# --- putting them together ----------------------------------------------------
 
 
 def multitask_loss(cls_loss: Tensor, box_loss: Tensor, lam: float = 1.0) -> Tensor:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 
 import pytest
 import torch
@@ -16,7 +18,10 @@ from detlearn import losses as L
 
 REDUCTIONS = ["none", "mean", "sum"]
 BOX_LOSSES = {
-    "generalized_box_iou_loss": (L.generalized_box_iou_loss, tvo.generalized_box_iou_loss),
+    "generalized_box_iou_loss": (
+        L.generalized_box_iou_loss,
+        tvo.generalized_box_iou_loss,
+    ),
     "distance_box_iou_loss": (L.distance_box_iou_loss, tvo.distance_box_iou_loss),
     "complete_box_iou_loss": (L.complete_box_iou_loss, tvo.complete_box_iou_loss),
 }
@@ -52,7 +57,7 @@ def tensor_pairs(draw, max_size: int = 12):
     return a, b
 
 
-# --- smooth L1 and focal -------------------------------------------------------------------
+# --- smooth L1 and focal ------------------------------------------------------
 
 
 @given(pair=tensor_pairs())
@@ -65,7 +70,9 @@ def test_smooth_l1_equals_torch(pair):
             if a.numel() == 0 and reduction == "mean":  # torch gives NaN; detlearn 0
                 assert ours[0].item() == 0.0
                 continue
-            assert_same_value_and_grads(ours, value_and_grads(F.smooth_l1_loss, a, b, **kwargs))
+            assert_same_value_and_grads(
+                ours, value_and_grads(F.smooth_l1_loss, a, b, **kwargs)
+            )
 
 
 def test_smooth_l1_at_beta_boundary():
@@ -106,7 +113,7 @@ def test_focal_loss_down_weights_easy_examples():
     assert ratio[0] < 1e-3 and ratio[1] == pytest.approx(0.25)
 
 
-# --- box losses ----------------------------------------------------------------------------
+# --- box losses ---------------------------------------------------------------
 
 
 @st.composite
@@ -136,14 +143,21 @@ def test_box_losses_equal_torchvision(name, pair):
 
 @pytest.mark.parametrize("name", list(BOX_LOSSES))
 def test_box_losses_on_hand_made_pairs(name):
-    """Identical, touching, disjoint, nested pairs and a single box [4]; gradients too."""
+    """Identical, touching, disjoint, nested pairs and a single box [4];
+    gradients too."""
     ours_fn, ref_fn = BOX_LOSSES[name]
     b1 = torch.tensor(
         [[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 3, 9]],
         dtype=torch.float64,
     )
     b2 = torch.tensor(
-        [[0, 0, 10, 10], [10, 0, 20, 10], [30, 40, 35, 45], [2, 2, 5, 5], [0, 0, 10, 10]],
+        [
+            [0, 0, 10, 10],
+            [10, 0, 20, 10],
+            [30, 40, 35, 45],
+            [2, 2, 5, 5],
+            [0, 0, 10, 10],
+        ],
         dtype=torch.float64,
     )
     ours = value_and_grads(ours_fn, b1, b2)
@@ -188,11 +202,14 @@ def test_box_losses_keep_float32():
         torch.testing.assert_close(out, ref_fn(b1, b2), rtol=0, atol=0)
 
 
-# --- multitask -----------------------------------------------------------------------------
+# --- multitask ----------------------------------------------------------------
 
 
 def test_multitask_loss():
-    cls, box = torch.tensor(0.7, requires_grad=True), torch.tensor(0.2, requires_grad=True)
+    cls, box = (
+        torch.tensor(0.7, requires_grad=True),
+        torch.tensor(0.2, requires_grad=True),
+    )
     total = L.multitask_loss(cls, box, lam=2.5)
     assert total.item() == pytest.approx(0.7 + 2.5 * 0.2)
     total.backward()
@@ -206,7 +223,7 @@ def test_multitask_loss():
         L.multitask_loss(cls, torch.tensor(math.nan))
 
 
-# --- bad input -----------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------
 
 X = torch.zeros(3, 2)
 BOXES = torch.tensor([[0.0, 0, 1, 1], [0, 0, 2, 2]])
@@ -251,7 +268,9 @@ def test_loss_parameters_are_checked():
 )
 def test_box_losses_reject_bad_input(name, bad, what):
     fn = BOX_LOSSES[name][0]
-    with pytest.raises(ValueError, match=f"boxes1.*{what}|{what}.*boxes1|boxes1 and boxes2"):
+    with pytest.raises(
+        ValueError, match=f"boxes1.*{what}|{what}.*boxes1|boxes1 and boxes2"
+    ):
         fn(bad, BOXES)
     with pytest.raises(ValueError, match="boxes2"):
         fn(BOXES, bad)
@@ -261,7 +280,7 @@ def test_box_losses_reject_bad_input(name, bad, what):
         fn(BOXES, BOXES, eps=0.0)
 
 
-# --- CUDA ----------------------------------------------------------------------------------
+# --- CUDA ---------------------------------------------------------------------
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -276,7 +295,9 @@ class TestCuda:
             for reduction in REDUCTIONS:
                 out = fn(b1.cuda(), b2.cuda(), reduction=reduction)
                 assert out.device.type == "cuda"
-                torch.testing.assert_close(out.cpu(), fn(b1, b2, reduction=reduction), msg=name)
+                torch.testing.assert_close(
+                    out.cpu(), fn(b1, b2, reduction=reduction), msg=name
+                )
         x, y = torch.randn(4, 9, generator=g), torch.randn(4, 9, generator=g)
         torch.testing.assert_close(
             L.smooth_l1_loss(x.cuda(), y.cuda()).cpu(), L.smooth_l1_loss(x, y)
@@ -287,16 +308,19 @@ class TestCuda:
         )
 
 
-# --- hard negative mining ---------------------------------------------------------------------
+# --- hard negative mining -----------------------------------------------------
 
 
 def hard_negatives_by_definition(loss, positive, negative, ratio):
-    """The rule written out image by image: all positives, then the hardest negatives."""
+    """The rule written out image by image: all positives, then the hardest
+    negatives."""
     keep = positive.clone()
     for b in range(loss.shape[0]):
         wanted = ratio * int(positive[b].sum())
         candidates = [i for i in range(loss.shape[1]) if negative[b, i]]
-        candidates.sort(key=lambda i: (-float(loss[b, i]), i))  # hardest first, ties in order
+        candidates.sort(
+            key=lambda i: (-float(loss[b, i]), i)
+        )  # hardest first, ties in order
         for i in candidates[:wanted]:
             keep[b, i] = True
     return keep
@@ -310,7 +334,9 @@ def hard_negatives_by_definition(loss, positive, negative, ratio):
     st.integers(0, 2**31 - 1),
     st.booleans(),
 )
-def test_hard_negative_mask_equals_its_definition(batch, anchors, ratio, seed, with_ignored):
+def test_hard_negative_mask_equals_its_definition(
+    batch, anchors, ratio, seed, with_ignored
+):
     generator = torch.Generator().manual_seed(seed)
     # few distinct values, so ties happen
     loss = torch.randint(0, 5, (batch, anchors), generator=generator).float()
@@ -319,11 +345,15 @@ def test_hard_negative_mask_equals_its_definition(batch, anchors, ratio, seed, w
     if with_ignored:
         negative &= torch.rand(batch, anchors, generator=generator) < 0.8
     ours = L.hard_negative_mask(loss, positive, negative, ratio)
-    assert torch.equal(ours, hard_negatives_by_definition(loss, positive, negative, ratio))
+    assert torch.equal(
+        ours, hard_negatives_by_definition(loss, positive, negative, ratio)
+    )
 
 
 def test_hard_negative_mask_by_hand():
-    loss = torch.tensor([[0.1, 2.0, 0.5, 3.0, 0.2, 0.9], [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+    loss = torch.tensor(
+        [[0.1, 2.0, 0.5, 3.0, 0.2, 0.9], [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]]
+    )
     positive = torch.tensor([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     keep = L.hard_negative_mask(loss, positive, ratio=3)
     # image 0: the positive and the three largest negative losses (3.0, 2.0, 0.9);
@@ -342,3 +372,28 @@ def test_hard_negative_mask_rejects_bad_input():
         L.hard_negative_mask(loss, positive, torch.zeros(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="ratio"):
         L.hard_negative_mask(loss, positive, ratio=0)
+
+
+# --- readable code ------------------------------------------------------------
+
+SHOWN = [
+    L.smooth_l1_loss,
+    L.sigmoid_focal_loss,
+    L.reduce_loss,
+    L.paired_box_iou,
+    L.generalized_box_iou_loss,
+    L.distance_box_iou_loss,
+    L.complete_box_iou_loss,
+    L.hard_negative_mask,
+    L.multitask_loss,
+]
+
+
+@pytest.mark.parametrize("obj", SHOWN, ids=lambda f: f.__name__)
+def test_shown_code_reads_whole(obj):
+    """Chapters 4 and 7 show these: a screenful, no hidden helper but the checks."""
+    source = inspect.getsource(obj)
+    assert len(source.splitlines()) <= 50
+    assert max(len(line) for line in source.splitlines()) <= 88
+    private = set(re.findall(r"(?<![\w.])_\w+", source)) - {"_checks"}
+    assert not private, private

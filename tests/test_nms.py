@@ -1,9 +1,11 @@
-"""detlearn.nms: exactly torchvision's keeps, the tiling, and soft-NMS by its definition."""
+"""detlearn.nms: exactly torchvision's keeps, the kernels' tuning, and soft-NMS
+by its definition."""
 
 from __future__ import annotations
 
+import inspect
 import math
-from contextlib import contextmanager
+import re
 
 import pytest
 import torch
@@ -13,29 +15,11 @@ from hypothesis import strategies as st
 from strategies import as_boxes, box_lists
 
 from detlearn import nms as N
+from detlearn._kernels import nms as K
 
 THRESHOLDS = st.one_of(
     st.sampled_from([0.0, 0.1, 0.3, 0.5, 0.7, 1.0]), st.floats(0, 1, allow_nan=False)
 )
-
-
-@contextmanager
-def tiling(
-    tile: int,
-    block: int = N._BLOCK,
-    small_group: int = N._SMALL_GROUP,
-    group_table: int = N._GROUP_TABLE,
-):
-    """Run the fast NMS with other tile / block / batch sizes, to exercise its bookkeeping."""
-    names = ("_TILE", "_BLOCK", "_SMALL_GROUP", "_GROUP_TABLE")
-    saved = [getattr(N, name) for name in names]
-    for name, value in zip(names, (tile, block, small_group, group_table), strict=True):
-        setattr(N, name, value)
-    try:
-        yield
-    finally:
-        for name, value in zip(names, saved, strict=True):
-            setattr(N, name, value)
 
 
 def clustered(n: int, seed: int, dtype=torch.float32, centres: int = 50):
@@ -56,39 +40,45 @@ def detections(draw, max_size: int = 30, ties: bool = False):
     rows = draw(box_lists(max_size=max_size))
     n = len(rows)
     if ties:
-        scores = draw(st.lists(st.sampled_from([0.2, 0.5, 0.9]), min_size=n, max_size=n))
+        scores = draw(
+            st.lists(st.sampled_from([0.2, 0.5, 0.9]), min_size=n, max_size=n)
+        )
     else:
         scores = [p / max(n, 1) for p in draw(st.permutations(range(n)))]
     return rows, scores
 
 
-# --- nms -----------------------------------------------------------------------------------
+# --- nms ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@given(data=detections(), iou_threshold=THRESHOLDS, tile=st.sampled_from([1, 3, 8, 256]))
+@given(
+    data=detections(), iou_threshold=THRESHOLDS, tile=st.sampled_from([1, 3, 8, 256])
+)
 def test_nms_equals_torchvision(dtype, data, iou_threshold, tile):
     rows, scores = data
     boxes, scores = as_boxes(rows, dtype), torch.tensor(scores, dtype=dtype)
     ref = tvo.nms(boxes, scores, iou_threshold)
-    with tiling(tile, block=7):
-        ours = N.nms(boxes, scores, iou_threshold)
+    ours = N.nms(boxes, scores, iou_threshold)
     assert ours.dtype == torch.int64
     assert torch.equal(ours, ref)
+    assert torch.equal(K.nms(boxes, scores, iou_threshold, tile=tile, block=7), ref)
     assert torch.equal(N.nms_reference(boxes, scores, iou_threshold), ref)
 
 
-@given(data=detections(ties=True), iou_threshold=THRESHOLDS, tile=st.sampled_from([2, 256]))
+@given(
+    data=detections(ties=True), iou_threshold=THRESHOLDS, tile=st.sampled_from([2, 256])
+)
 def test_nms_with_tied_scores_visits_by_index(data, iou_threshold, tile):
     """torchvision's CPU kernel sorts stably too, so even ties give the same keep."""
     rows, scores = data
     boxes, scores = as_boxes(rows, torch.float32), torch.tensor(scores)
-    with tiling(tile):
-        assert torch.equal(
-            N.nms(boxes, scores, iou_threshold), tvo.nms(boxes, scores, iou_threshold)
-        )
+    ref = tvo.nms(boxes, scores, iou_threshold)
+    assert torch.equal(N.nms(boxes, scores, iou_threshold), ref)
+    assert torch.equal(K.nms(boxes, scores, iou_threshold, tile=tile), ref)
     assert torch.equal(
-        N.nms_reference(boxes, scores, iou_threshold), tvo.nms(boxes, scores, iou_threshold)
+        N.nms_reference(boxes, scores, iou_threshold),
+        tvo.nms(boxes, scores, iou_threshold),
     )
 
 
@@ -98,8 +88,7 @@ def test_nms_many_clustered_boxes(iou_threshold, dtype):
     boxes, scores = clustered(2000, seed=int(iou_threshold * 10), dtype=dtype)
     ref = tvo.nms(boxes, scores, iou_threshold)
     assert torch.equal(N.nms(boxes, scores, iou_threshold), ref)
-    with tiling(100, block=30_000):
-        assert torch.equal(N.nms(boxes, scores, iou_threshold), ref)
+    assert torch.equal(K.nms(boxes, scores, iou_threshold, tile=100, block=30_000), ref)
 
 
 def test_nms_reference_on_many_boxes():
@@ -108,7 +97,9 @@ def test_nms_reference_on_many_boxes():
 
 
 def test_iou_equal_to_threshold_is_kept():
-    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]])  # IoU exactly 0.5
+    boxes = torch.tensor(
+        [[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
+    )  # IoU exactly 0.5
     scores = torch.tensor([0.9, 0.8])
     for fn in (N.nms, N.nms_reference, tvo.nms):
         assert fn(boxes, scores, 0.5).tolist() == [0, 1]
@@ -127,7 +118,9 @@ def test_threshold_compared_in_double_like_torchvision():
 
 
 def test_nms_thresholds_zero_and_one():
-    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [9, 9, 20, 20], [30, 30, 40, 40]])
+    boxes = torch.tensor(
+        [[0.0, 0, 10, 10], [0, 0, 10, 10], [9, 9, 20, 20], [30, 30, 40, 40]]
+    )
     scores = torch.tensor([0.5, 0.9, 0.3, 0.1])
     assert N.nms(boxes, scores, 0.0).tolist() == [1, 3]  # any overlap suppresses
     assert N.nms(boxes, scores, 1.0).tolist() == [1, 0, 2, 3]  # even duplicates survive
@@ -137,12 +130,16 @@ def test_nms_empty_and_one_box():
     empty = N.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64
     assert N.nms_reference(torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
-    assert N.nms(torch.tensor([[1.0, 1, 2, 2]]), torch.tensor([0.3]), 0.5).tolist() == [0]
-    b = N.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert N.nms(torch.tensor([[1.0, 1, 2, 2]]), torch.tensor([0.3]), 0.5).tolist() == [
+        0
+    ]
+    b = N.batched_nms(
+        torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5
+    )
     assert b.shape == (0,) and b.dtype == torch.int64
 
 
-# --- batched_nms ---------------------------------------------------------------------------
+# --- batched_nms --------------------------------------------------------------
 
 
 @given(
@@ -154,30 +151,38 @@ def test_nms_empty_and_one_box():
 )
 def test_batched_nms_equals_torchvision(data, iou_threshold, classes, tile, seed):
     rows, scores = data
-    boxes, scores = as_boxes(rows, torch.float64), torch.tensor(scores, dtype=torch.float64)
+    boxes, scores = (
+        as_boxes(rows, torch.float64),
+        torch.tensor(scores, dtype=torch.float64),
+    )
     g = torch.Generator().manual_seed(seed)
     idxs = torch.randint(0, classes, (len(rows),), generator=g) * 3  # sparse class ids
     # For this few boxes torchvision uses its coordinate-offset trick; in
     # float64 with these coordinates the offsets round nothing away.
     ref = tvo.batched_nms(boxes, scores, idxs, iou_threshold)
-    with tiling(tile, block=5):
-        assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
+    assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
+    keep = K.batched_nms(boxes, scores, idxs, iou_threshold, tile=tile, block=5)
+    assert sorted(keep.tolist()) == sorted(ref.tolist())
 
 
 @pytest.mark.parametrize("iou_threshold", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("classes", [1, 7, 80])
 def test_batched_nms_many_boxes_equals_torchvision(iou_threshold, classes):
-    """More than 1,000 boxes: torchvision runs nms per class, as detlearn always does."""
+    """More than 1,000 boxes: torchvision runs nms per class, as detlearn always
+    does."""
     boxes, scores = clustered(1500, seed=classes)
-    idxs = torch.randint(0, classes, (1500,), generator=torch.Generator().manual_seed(1))
+    idxs = torch.randint(
+        0, classes, (1500,), generator=torch.Generator().manual_seed(1)
+    )
     ref = tvo.batched_nms(boxes, scores, idxs, iou_threshold)
     assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
-    with tiling(100, block=5000):
-        assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
+    keep = K.batched_nms(boxes, scores, idxs, iou_threshold, tile=100, block=5000)
+    assert sorted(keep.tolist()) == sorted(ref.tolist())
 
 
 @pytest.mark.parametrize(
-    ("small_group", "group_table"), [(N._SMALL_GROUP, N._GROUP_TABLE), (50, 20_000), (0, 1)]
+    ("small_group", "group_table"),
+    [(K.SMALL_GROUP, K.GROUP_TABLE), (50, 20_000), (0, 1)],
 )
 def test_batched_nms_with_classes_of_very_different_sizes(small_group, group_table):
     """One class of 2,000 boxes, a few of hundreds, many of a handful: tiled one by one,
@@ -187,8 +192,11 @@ def test_batched_nms_with_classes_of_very_different_sizes(small_group, group_tab
     idxs = torch.repeat_interleave(torch.arange(len(sizes)) * 7, torch.tensor(sizes))
     idxs = idxs[torch.randperm(len(idxs), generator=torch.Generator().manual_seed(3))]
     ref = tvo.batched_nms(boxes, scores, idxs, 0.5)
-    with tiling(N._TILE, small_group=small_group, group_table=group_table):
-        assert torch.equal(N.batched_nms(boxes, scores, idxs, 0.5), ref)
+    assert torch.equal(N.batched_nms(boxes, scores, idxs, 0.5), ref)
+    keep = K.batched_nms(
+        boxes, scores, idxs, 0.5, small_group=small_group, group_table=group_table
+    )
+    assert sorted(keep.tolist()) == sorted(ref.tolist())
 
 
 def test_batched_nms_is_nms_per_class():
@@ -198,7 +206,9 @@ def test_batched_nms_is_nms_per_class():
     expected = []
     for c in range(5):
         members = torch.where(idxs == c)[0]
-        expected += members[N.nms_reference(boxes[members], scores[members], 0.5)].tolist()
+        expected += members[
+            N.nms_reference(boxes[members], scores[members], 0.5)
+        ].tolist()
     expected.sort(key=lambda i: -scores[i].item())
     assert keep.tolist() == expected
 
@@ -210,7 +220,7 @@ def test_batched_nms_ties_by_index():
     assert N.batched_nms(boxes, scores, idxs, 0.5).tolist() == [3, 0, 1, 2]
 
 
-# --- soft-NMS ------------------------------------------------------------------------------
+# --- soft-NMS -----------------------------------------------------------------
 
 
 def _iou(a, b):
@@ -260,13 +270,16 @@ def test_soft_nms_matches_its_definition(data, sigma, score_threshold):
 @given(data=detections(max_size=25))
 def test_soft_nms_limits(data):
     rows, scores = data
-    # integer corners: any overlap has IoU >= 1 / (2 * 60**2), so exp(-iou**2 / 1e-12) = 0
+    # integer corners: any overlap has IoU >= 1 / (2 * 60**2),
+    # so exp(-iou**2 / 1e-12) = 0
     boxes = as_boxes(rows, torch.float64).round()
     scores = torch.tensor(scores, dtype=torch.float64) + 0.01
     keep, new_scores = N.soft_nms(boxes, scores, sigma=1e-12)
     assert torch.equal(keep, tvo.nms(boxes, scores, 0.0))  # tiny sigma: hard NMS at 0
     torch.testing.assert_close(new_scores, scores[keep])
-    keep, new_scores = N.soft_nms(boxes, scores, sigma=1e12)  # huge sigma: nothing changes
+    keep, new_scores = N.soft_nms(
+        boxes, scores, sigma=1e12
+    )  # huge sigma: nothing changes
     assert torch.equal(keep, torch.sort(scores, descending=True, stable=True).indices)
     torch.testing.assert_close(new_scores, scores[keep])
 
@@ -277,14 +290,16 @@ def test_soft_nms_hand_made():
     keep, new_scores = N.soft_nms(boxes, scores, sigma=0.5)
     # box 1 has IoU 0.5 with box 0: 0.8 * exp(-0.25 / 0.5)
     assert keep.tolist() == [0, 2, 1]
-    torch.testing.assert_close(new_scores, torch.tensor([0.9, 0.7, 0.8 * math.exp(-0.5)]))
+    torch.testing.assert_close(
+        new_scores, torch.tensor([0.9, 0.7, 0.8 * math.exp(-0.5)])
+    )
     keep, _ = N.soft_nms(boxes, scores, sigma=0.5, score_threshold=0.75)
     assert keep.tolist() == [0]  # 0.7 starts below, 0.485 falls below
     keep, new_scores = N.soft_nms(torch.zeros(0, 4), torch.zeros(0))
     assert keep.shape == (0,) and keep.dtype == torch.int64 and new_scores.shape == (0,)
 
 
-# --- bad input -----------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------
 
 BOXES = torch.tensor([[0.0, 0, 1, 1], [0, 0, 2, 2]])
 SCORES = torch.tensor([0.9, 0.8])
@@ -346,7 +361,7 @@ def test_rejects_bad_idxs_and_soft_parameters():
         N.soft_nms(BOXES, SCORES, score_threshold=-0.1)
 
 
-# --- box voting ----------------------------------------------------------------------------
+# --- box voting ---------------------------------------------------------------
 
 
 def voting_by_definition(boxes, scores, keep, iou_threshold, idxs=None):
@@ -365,12 +380,20 @@ def voting_by_definition(boxes, scores, keep, iou_threshold, idxs=None):
 
 
 @given(
-    data=detections(), iou_threshold=THRESHOLDS, classes=st.integers(1, 3), seed=st.integers(0, 99)
+    data=detections(),
+    iou_threshold=THRESHOLDS,
+    classes=st.integers(1, 3),
+    seed=st.integers(0, 99),
 )
 def test_box_voting_matches_its_definition(data, iou_threshold, classes, seed):
     rows, scores = data
-    boxes, scores = as_boxes(rows, torch.float64), torch.tensor(scores, dtype=torch.float64)
-    idxs = torch.randint(0, classes, (len(boxes),), generator=torch.Generator().manual_seed(seed))
+    boxes, scores = (
+        as_boxes(rows, torch.float64),
+        torch.tensor(scores, dtype=torch.float64),
+    )
+    idxs = torch.randint(
+        0, classes, (len(boxes),), generator=torch.Generator().manual_seed(seed)
+    )
     keep = N.batched_nms(boxes, scores, idxs, 0.5)
     refined = N.box_voting(boxes, scores, keep, iou_threshold, idxs)
     assert refined.shape == (len(keep), 4) and refined.dtype == boxes.dtype
@@ -378,7 +401,9 @@ def test_box_voting_matches_its_definition(data, iou_threshold, classes, seed):
         refined, voting_by_definition(boxes, scores, keep, iou_threshold, idxs)
     )
     if classes == 1:  # no idxs is the same as a single class
-        torch.testing.assert_close(N.box_voting(boxes, scores, keep, iou_threshold), refined)
+        torch.testing.assert_close(
+            N.box_voting(boxes, scores, keep, iou_threshold), refined
+        )
 
 
 def test_box_voting_on_clustered_detections():
@@ -393,27 +418,39 @@ def test_box_voting_on_clustered_detections():
 
 def test_box_voting_hand_made():
     boxes = torch.tensor(
-        [[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0], [0.0, 0.0, 10.0, 10.0], [50, 50, 50, 60]]
+        [
+            [0.0, 0.0, 10.0, 10.0],
+            [2.0, 0.0, 12.0, 10.0],
+            [0.0, 0.0, 10.0, 10.0],
+            [50, 50, 50, 60],
+        ]
     )
     scores = torch.tensor([0.6, 0.2, 0.9, 0.4])
     labels = torch.tensor([0, 0, 1, 0])
     keep = torch.tensor([2, 0, 3])
     # box 0 and box 1 overlap with IoU 8/12; box 2 has another class; box 3 has no area
     refined = N.box_voting(boxes, scores, keep, 0.6, labels)
-    expected = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.5, 0.0, 10.5, 10.0], [50, 50, 50, 60]])
+    expected = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [0.5, 0.0, 10.5, 10.0], [50, 50, 50, 60]]
+    )
     torch.testing.assert_close(refined, expected)
     # 8/12 < 0.7: every kept box votes alone and comes back bit for bit
     assert torch.equal(N.box_voting(boxes, scores, keep, 0.7, labels), boxes[keep])
-    # without classes, box 2 (identical to box 0) votes too: (0.6 b0 + 0.2 b1 + 0.9 b2) / 1.7
+    # without classes, box 2 (identical to box 0) votes too:
+    # (0.6 b0 + 0.2 b1 + 0.9 b2) / 1.7
     no_classes = N.box_voting(boxes, scores, keep[1:2], 0.6)
-    torch.testing.assert_close(no_classes, torch.tensor([[0.4 / 1.7, 0.0, 10 + 0.4 / 1.7, 10.0]]))
+    torch.testing.assert_close(
+        no_classes, torch.tensor([[0.4 / 1.7, 0.0, 10 + 0.4 / 1.7, 10.0]])
+    )
     # zero scores: the kept box stays where it is
     zero = N.box_voting(boxes, torch.zeros(4), keep, 0.0)
     assert torch.equal(zero, boxes[keep])
 
 
 def test_box_voting_empty_and_rejects_bad_input():
-    empty = N.box_voting(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    empty = N.box_voting(
+        torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+    )
     assert empty.shape == (0, 4)
     none_kept = N.box_voting(BOXES, SCORES, torch.zeros(0, dtype=torch.int64))
     assert none_kept.shape == (0, 4)
@@ -433,7 +470,45 @@ def test_box_voting_empty_and_rejects_bad_input():
         N.box_voting(BOXES, SCORES, torch.tensor([0]), 0.5, torch.tensor([0]))
 
 
-# --- CUDA ----------------------------------------------------------------------------------
+# --- readable in front, fast behind -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tuning",
+    [
+        {"tile": 1, "block": 1},
+        {"tile": 7, "block": 50},
+        {"tile": 20, "block": 400},
+        {"tile": 2000, "block": 10**7},
+    ],
+)
+def test_kernels_with_other_tuning_give_the_same_keep(tuning):
+    """The tuning arguments change the speed of the kernels, never their result."""
+    boxes, scores = clustered(900, seed=11, centres=45)  # ~20 boxes per object
+    idxs = torch.randint(0, 6, (900,), generator=torch.Generator().manual_seed(4))
+    keep = N.nms_reference(boxes, scores, 0.5)
+    assert torch.equal(N.nms(boxes, scores, 0.5), keep)
+    assert torch.equal(K.nms(boxes, scores, 0.5, **tuning), keep)
+    per_class = N.batched_nms(boxes, scores, idxs, 0.5)
+    groups = {"small_group": 40, "group_table": 5_000}
+    for extra in ({}, groups, {"small_group": 0}):
+        ours = K.batched_nms(boxes, scores, idxs, 0.5, **tuning, **extra)
+        assert sorted(ours.tolist()) == sorted(per_class.tolist()), extra
+
+
+@pytest.mark.parametrize(
+    "obj", [N.nms_reference, N.soft_nms, N.box_voting], ids=lambda f: f.__name__
+)
+def test_shown_code_reads_whole(obj):
+    """Chapter 9 shows these: a screenful, no hidden helper but the checks."""
+    source = inspect.getsource(obj)
+    assert len(source.splitlines()) <= 50
+    assert max(len(line) for line in source.splitlines()) <= 88
+    private = set(re.findall(r"(?<![\w.])_\w+", source)) - {"_checks"}
+    assert not private, private
+
+
+# --- CUDA ---------------------------------------------------------------------
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -454,4 +529,6 @@ class TestCuda:
         torch.testing.assert_close(s_gpu.cpu(), s_cpu)
         keep = N.batched_nms(boxes, scores, idxs, 0.5)
         voted = N.box_voting(*gpu, keep.cuda(), 0.7, idxs.cuda())
-        torch.testing.assert_close(voted.cpu(), N.box_voting(boxes, scores, keep, 0.7, idxs))
+        torch.testing.assert_close(
+            voted.cpu(), N.box_voting(boxes, scores, keep, 0.7, idxs)
+        )
