@@ -11,6 +11,7 @@ stacked into tensors once, and every epoch visits it in a new random order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -92,8 +93,10 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def build_model(task: str, num_classes: int, image_size: int = 96, **kwargs) -> nn.Module:
-    """The model for ``task`` (``"classify"``, ``"localize"`` or ``"detect"``) with its defaults.
+def build_model(
+    task: str, num_classes: int, image_size: int = 96, **kwargs
+) -> nn.Module:
+    """The model for ``task`` (``"classify"``, ``"localize"`` or ``"detect"``).
 
     ``kwargs`` go to the model's constructor, over the recipe's ``model_kwargs``;
     the localizer also gets ``image_size``.
@@ -440,7 +443,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **extra) -> Path:
     checkpoint = {
         "format": "detlearn-checkpoint-1",
         "model": name,
-        "config": model.config,
+        "config": dataclasses.asdict(model.config),  # plain values: weights_only loads
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra,
     }
@@ -452,7 +455,8 @@ def read_checkpoint(path: str | Path) -> dict:
     """The raw checkpoint dict (``model``, ``config``, ``state_dict``, ``extra``).
 
     Raises:
-        FileNotFoundError: no checkpoint at ``path`` (a file or a directory holding one).
+        FileNotFoundError: no checkpoint at ``path`` (a file, or a directory
+            holding one).
     """
     path = Path(path)
     if path.is_dir():
@@ -463,7 +467,12 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved by :func:`save_checkpoint`, in eval mode, on ``device``."""
+    """Rebuild the model saved by :func:`save_checkpoint`, in eval mode, on ``device``.
+
+    The stored config is a dict of the model's settings (its config's fields,
+    which are also its constructor's keywords), so the model's config class
+    checks it again; checkpoints that stored lists instead of tuples load too.
+    """
     checkpoint = read_checkpoint(path)
     model = MODELS[checkpoint["model"]](**checkpoint["config"])
     model.load_state_dict(checkpoint["state_dict"])

@@ -1,4 +1,7 @@
-"""detlearn.models: shapes and dtypes, losses, training vs eval, empty images, overfitting."""
+"""detlearn.models: configs, shapes and dtypes, losses, training vs eval, empty
+images, overfitting, and what a head that predicts the truth gives back."""
+
+import dataclasses
 
 import pytest
 import torch
@@ -6,7 +9,15 @@ import torch
 from detlearn.anchors import Matcher, encode_boxes
 from detlearn.boxes import box_iou
 from detlearn.data import ShapesDataset
-from detlearn.models import Backbone, Classifier, Localizer, TinyDetector
+from detlearn.models import (
+    Backbone,
+    Classifier,
+    ClassifierConfig,
+    DetectorConfig,
+    Localizer,
+    LocalizerConfig,
+    TinyDetector,
+)
 
 SIZE = 64  # small images keep the tests fast
 
@@ -35,11 +46,13 @@ def overfit(model, images, targets, steps, lr=1e-2):
     return losses[0], min(losses[-5:])
 
 
-# -- backbone ------------------------------------------------------------------------------
+# -- backbone --------------------------------------------------------------------------
 
 
 def test_backbone_returns_maps_at_the_requested_strides():
-    backbone = Backbone((8, 16, 24, 32, 40), out_strides=(8, 16))  # stage k has stride 2**k
+    backbone = Backbone(
+        (8, 16, 24, 32, 40), out_strides=(8, 16)
+    )  # stage k has stride 2**k
     features = backbone(torch.rand(2, 3, 64, 40))
     assert [f.shape for f in features] == [(2, 32, 8, 5), (2, 40, 4, 2)]
     assert backbone.out_channels == (32, 40)
@@ -52,7 +65,7 @@ def test_backbone_rejects_bad_strides(strides):
         Backbone((8, 16, 24, 32, 40), out_strides=strides)
 
 
-# -- classifier ----------------------------------------------------------------------------
+# -- classifier ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("pool", ["avg", "max"])
@@ -83,7 +96,7 @@ def test_unknown_pool_raises():
         Classifier(3, pool="median")
 
 
-# -- localizer -----------------------------------------------------------------------------
+# -- localizer -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("box_loss", ["l2", "smooth_l1", "giou"])
@@ -120,14 +133,16 @@ def test_localizer_rejects_other_image_sizes_and_losses():
         Localizer(3, box_loss="l1")
 
 
-# -- detector ------------------------------------------------------------------------------
+# -- detector --------------------------------------------------------------------------
 
 
 def test_detector_anchors_match_the_heads():
     model = TinyDetector(3)
     anchors = model.anchors_for((SIZE, SIZE))
     logits, deltas = model.predict_raw(torch.rand(2, 3, SIZE, SIZE))
-    for level_anchors, level_logits, level_deltas in zip(anchors, logits, deltas, strict=True):
+    for level_anchors, level_logits, level_deltas in zip(
+        anchors, logits, deltas, strict=True
+    ):
         assert level_logits.shape == (2, len(level_anchors), 3)
         assert level_deltas.shape == (2, len(level_anchors), 4)
     # strides 4, 8 and 16: 16 x 16, 8 x 8 and 4 x 4 locations, 2 sizes each
@@ -142,7 +157,9 @@ def test_detector_assign():
     assert matched.shape == (4, len(anchors)) and matched.dtype == torch.int64
     for t, m in zip(targets, matched[:3], strict=True):
         assert m.min() >= Matcher.BETWEEN_THRESHOLDS and m.max() < len(t["boxes"])
-        assert set(m[m >= 0].tolist()) == set(range(len(t["boxes"])))  # every object is matched
+        assert set(m[m >= 0].tolist()) == set(
+            range(len(t["boxes"]))
+        )  # every object is matched
     assert (matched[3] == Matcher.BELOW_LOW_THRESHOLD).all()
 
 
@@ -186,7 +203,9 @@ def test_detector_trains_on_images_without_objects():
     all_empty = model(images, [empty_target(), empty_target()])
     assert all_empty["loss_box"] == 0 and torch.isfinite(all_empty["loss_cls"])
     sum(all_empty.values()).backward()  # gradients reach the class head only
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert all(
+        torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
+    )
 
 
 def test_detector_overfits_one_batch():
@@ -245,7 +264,9 @@ def test_detector_loss_is_a_sum_over_foreground_divided_by_its_count():
     alpha_t = 0.25 * y + 0.75 * (1 - y)
     focal = (alpha_t * (1 - p_t) ** 2 * ce).sum()
 
-    encoded = encode_boxes(targets[0]["boxes"][matched_box], anchors[:4], model.box_weights)
+    encoded = encode_boxes(
+        targets[0]["boxes"][matched_box], anchors[:4], model.box_weights
+    )
     diff, beta = (deltas[0, :4] - encoded).abs(), 1.0 / 9.0
     smooth_l1 = torch.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta).sum()
 
@@ -268,7 +289,9 @@ def test_detector_hard_negative_loss_equals_its_definition():
     deltas = torch.randn(3, len(anchors), 4)
     loss = model.compute_loss(logits, deltas, anchors, targets)["loss_cls"]
 
-    matched = Matcher(0.5, 0.4, True).match_batch([box_iou(t["boxes"], anchors) for t in targets])
+    matched = Matcher(0.5, 0.4, True).match_batch(
+        [box_iou(t["boxes"], anchors) for t in targets]
+    )
     total, positives = torch.tensor(0.0), 0
     for b in range(3):
         y = torch.zeros(len(anchors), 3)
@@ -302,18 +325,24 @@ def test_detector_box_voting_moves_only_the_boxes():
     images = torch.rand(2, 3, SIZE, SIZE)
     moved = 0
     for a, b in zip(plain(images), voting(images), strict=True):
-        assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["labels"], b["labels"])
+        assert torch.equal(a["scores"], b["scores"]) and torch.equal(
+            a["labels"], b["labels"]
+        )
         moved += int((a["boxes"] != b["boxes"]).any(dim=1).sum())
     assert moved > 0
 
 
-@pytest.mark.parametrize("model", [Classifier(3), Localizer(3, image_size=SIZE), TinyDetector(3)])
+@pytest.mark.parametrize(
+    "model", [Classifier(3), Localizer(3, image_size=SIZE), TinyDetector(3)]
+)
 def test_training_mode_needs_targets(model):
     with pytest.raises(ValueError, match="targets"):
         model.train()(torch.rand(2, 3, SIZE, SIZE))
 
 
-@pytest.mark.parametrize("images", [torch.rand(3, SIZE, SIZE), [torch.rand(1, SIZE, SIZE)], []])
+@pytest.mark.parametrize(
+    "images", [torch.rand(3, SIZE, SIZE), [torch.rand(1, SIZE, SIZE)], []]
+)
 def test_bad_images_raise(images):
     with pytest.raises(ValueError, match="image"):
         TinyDetector(3).eval()(images)
@@ -328,3 +357,144 @@ def test_bad_detector_arguments_raise():
         TinyDetector(3, sizes=((16.0,),))
     with pytest.raises(ValueError, match="voting_thresh"):
         TinyDetector(3, voting_thresh=1.5)
+    with pytest.raises(ValueError, match="score_thresh"):
+        TinyDetector(3, score_thresh=1.5)
+    with pytest.raises(ValueError, match="nms_thresh"):
+        TinyDetector(3, nms_thresh=-0.1)
+    with pytest.raises(ValueError, match="bg_iou_thresh"):
+        TinyDetector(3, fg_iou_thresh=0.4, bg_iou_thresh=0.5)
+    with pytest.raises(ValueError, match="detections_per_img"):
+        TinyDetector(3, detections_per_img=0)
+    with pytest.raises(ValueError, match="num_classes"):
+        TinyDetector(0)
+
+
+# -- configs ---------------------------------------------------------------------------
+
+
+def test_detector_settings_live_in_one_frozen_config():
+    settings = {"strides": [8, 16], "sizes": [[10], [30]], "nms_thresh": 0.3}
+    model = TinyDetector(3, **settings)
+    config = DetectorConfig(3, **settings)
+    assert model.config == config == TinyDetector(config=config).config
+    # lists become tuples and numbers floats, so a config read back equals it
+    assert model.strides == (8, 16) and model.sizes == ((10.0,), (30.0,))
+    assert model.nms_thresh == 0.3 and model.num_classes == 3
+    assert model.matcher.high_threshold == model.fg_iou_thresh == 0.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.config.nms_thresh = 0.4  # type: ignore[misc]
+    model.voting_thresh = 0.7  # replaces the config by a checked copy
+    assert model.config == dataclasses.replace(config, voting_thresh=0.7)
+    with pytest.raises(ValueError, match="voting_thresh"):
+        model.voting_thresh = 2.0
+    with pytest.raises(AttributeError, match="num_classes"):
+        model.num_classes = 4  # the heads were built for 3
+    with pytest.raises(ValueError, match="config"):
+        TinyDetector(3, config=config)
+    with pytest.raises(ValueError, match="DetectorConfig"):
+        TinyDetector(config=ClassifierConfig(3))
+
+
+def test_classifier_and_localizer_configs():
+    assert Classifier(3, pool="avg").config == ClassifierConfig(3, pool="avg")
+    localizer = Localizer(3, image_size=SIZE, box_loss="l2", lam=2)
+    assert localizer.config == LocalizerConfig(
+        3, image_size=SIZE, box_loss="l2", lam=2.0
+    )
+    assert localizer.image_size == SIZE and localizer.lam == 2.0
+    localizer.lam = 0.5
+    assert localizer.config.lam == 0.5
+    with pytest.raises(ValueError, match="pool"):
+        LocalizerConfig(3, pool="median")
+    with pytest.raises(ValueError, match="image_size"):
+        Localizer(3, image_size=0)
+
+
+def test_detector_forward_checks_the_targets():
+    model = TinyDetector(3).train()
+    images = torch.rand(2, 3, SIZE, SIZE)
+    inverted = {
+        "boxes": torch.tensor([[20.0, 20, 10, 30]]),
+        "labels": torch.tensor([0]),
+    }
+    with pytest.raises(ValueError, match=r"targets\[1\]\['boxes'\]"):
+        model(images, [empty_target(), inverted])
+    two_labels = {
+        "boxes": torch.tensor([[0.0, 0, 10, 10]]),
+        "labels": torch.tensor([0, 1]),
+    }
+    with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\]"):
+        model(images, [two_labels, empty_target()])
+
+
+# -- behaviour -------------------------------------------------------------------------
+
+# two images, one box per class each; far apart, not aligned with any anchor
+TRUTH = [
+    {
+        "boxes": torch.tensor(
+            [[5.3, 6.1, 17.9, 19.2], [30.4, 8.2, 52.7, 31.5], [12.6, 36.0, 40.1, 58.8]]
+        ),
+        "labels": torch.tensor([0, 1, 2]),
+    },
+    {
+        "boxes": torch.tensor(
+            [[40.2, 40.7, 60.9, 61.3], [3.1, 2.4, 15.5, 13.8], [20.5, 20.2, 45.0, 35.6]]
+        ),
+        "labels": torch.tensor([2, 0, 1]),
+    },
+]
+
+
+def test_detector_whose_head_predicts_the_truth_returns_it(monkeypatch):
+    """On each object's best anchor the head predicts the deltas that encode the
+    object and a high score for its class, and a low score everywhere else:
+    decode, clip and NMS give back exactly the ground truth."""
+    model = TinyDetector(3).eval()
+    anchors = model.anchors_for((SIZE, SIZE))
+    logits = [torch.full((2, len(a), 3), -10.0) for a in anchors]  # sigmoid 5e-5
+    deltas = [torch.zeros(2, len(a), 4) for a in anchors]
+    level_of = torch.cat(
+        [torch.full((len(a),), level) for level, a in enumerate(anchors)]
+    )
+    first_row = torch.tensor([0] + [len(a) for a in anchors]).cumsum(0)
+    for b, target in enumerate(TRUTH):
+        best = box_iou(target["boxes"], torch.cat(anchors)).argmax(dim=1)
+        assert len(set(best.tolist())) == 3  # one anchor per object
+        for box, label, n in zip(target["boxes"], target["labels"], best, strict=True):
+            level = int(level_of[n])
+            row = int(n - first_row[level])
+            anchor = anchors[level][row]
+            logits[level][b, row, label] = 10.0
+            deltas[level][b, row] = encode_boxes(
+                box[None], anchor[None], model.box_weights
+            )[0]
+    monkeypatch.setattr(model, "predict_raw", lambda images: (logits, deltas))
+
+    outputs = model(torch.zeros(2, 3, SIZE, SIZE))
+    for out, target in zip(outputs, TRUTH, strict=True):
+        assert len(out["boxes"]) == 3 and (out["scores"] > 0.99).all()
+        order = out["labels"].argsort()
+        expected = target["labels"].argsort()
+        assert torch.equal(out["labels"][order], target["labels"][expected])
+        torch.testing.assert_close(
+            out["boxes"][order], target["boxes"][expected], atol=1e-4, rtol=0
+        )
+
+
+@pytest.mark.parametrize("box_loss", ["smooth_l1", "giou"])
+def test_detector_box_loss_vanishes_when_the_head_predicts_the_truth(box_loss):
+    """Every foreground anchor of every image predicts the deltas of its own object."""
+    model = TinyDetector(3, box_loss=box_loss)
+    anchors = torch.cat(model.anchors_for((SIZE, SIZE)))
+    logits = torch.zeros(2, len(anchors), 3)
+    deltas = torch.zeros(2, len(anchors), 4)
+    matched = model.assign(anchors, TRUTH)
+    for b, target in enumerate(TRUTH):
+        fg = matched[b] >= 0
+        gt = target["boxes"][matched[b][fg]]
+        deltas[b, fg] = encode_boxes(gt, anchors[fg], model.box_weights)
+    losses = model.compute_loss(logits, deltas, anchors, TRUTH)
+    assert losses["loss_box"] < 1e-5
+    deltas[1, matched[1] >= 0] += 0.1  # the second image's anchors now miss
+    assert model.compute_loss(logits, deltas, anchors, TRUTH)["loss_box"] > 1e-3

@@ -1,5 +1,7 @@
 """detlearn.train: fit, evaluation helpers, checkpoints."""
 
+import dataclasses
+import json
 import math
 
 import pytest
@@ -236,8 +238,9 @@ def test_predict_returns_cpu_outputs_and_targets():
 @pytest.mark.parametrize("task", ["classify", "localize", "detect"])
 def test_checkpoint_round_trip_gives_identical_predictions(task, tmp_path):
     seed_everything(0)
-    model = build_model(task, 3, SIZE, **({"score_thresh": 0.0} if task == "detect" else {}))
-    fit(model, shapes(task, 8), steps=2, batch_size=4, progress=False)  # moves BN statistics
+    settings = {"score_thresh": 0.0} if task == "detect" else {}
+    model = build_model(task, 3, SIZE, **settings)
+    fit(model, shapes(task, 8), steps=2, batch_size=4, progress=False)  # BN statistics
     path = save_checkpoint(model, tmp_path / "run", task=task, note=[1, 2])
     assert path == tmp_path / "run" / "checkpoint.pt"
     loaded = load_checkpoint(tmp_path / "run")
@@ -259,6 +262,29 @@ def test_checkpoint_to_a_file_and_missing_checkpoint(tmp_path):
     assert loaded.config == model.config and loaded.nms_thresh == 0.3
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_checkpoint_stores_the_config_as_a_dict_and_loads_older_ones(tmp_path):
+    torch.manual_seed(0)
+    model = TinyDetector(3, strides=(8, 16), sizes=((10.0,), (30.0,)), nms_thresh=0.3)
+    stored = read_checkpoint(save_checkpoint(model, tmp_path / "new.pt"))["config"]
+    assert type(stored) is dict and stored == dataclasses.asdict(model.config)
+    # checkpoints written before the config dataclasses hold the constructor's
+    # keywords with lists for sequences
+    old_config = json.loads(json.dumps(stored))
+    assert old_config["sizes"] == [[10.0], [30.0]]
+    old = {
+        "format": "detlearn-checkpoint-1",
+        "model": "TinyDetector",
+        "config": old_config,
+        "state_dict": model.state_dict(),
+        "extra": {},
+    }
+    torch.save(old, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.config == model.config
+    weights = model.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in loaded.state_dict().items())
 
 
 def test_build_model():

@@ -6,16 +6,20 @@
 * :func:`dihedral` and :func:`detect_views`: the 8 flips and transpositions of
   a square image, for augmentation and test-time augmentation.
 
+Each keeps its settings in one frozen dataclass, ``model.config``
+(:class:`ClassifierConfig`, :class:`LocalizerConfig`, :class:`DetectorConfig`),
+checked once when it is made and saved in checkpoints as a plain dict.
+
 All follow torchvision's calling convention: in training mode
 ``model(images, targets)`` returns a dict of named losses (sum them to train);
 in eval mode ``model(images)`` returns one dict per image.
 """
 
 from detlearn.models.backbone import Backbone, conv_bn_relu
-from detlearn.models.classifier import Classifier
-from detlearn.models.detector import TinyDetector
+from detlearn.models.classifier import Classifier, ClassifierConfig
+from detlearn.models.detector import DetectorConfig, TinyDetector
 from detlearn.models.heads import BoxHead, ClassificationHead, DenseHead
-from detlearn.models.localizer import Localizer
+from detlearn.models.localizer import Localizer, LocalizerConfig
 from detlearn.models.views import detect_views, dihedral
 
 __all__ = [
@@ -23,8 +27,11 @@ __all__ = [
     "BoxHead",
     "ClassificationHead",
     "Classifier",
+    "ClassifierConfig",
     "DenseHead",
+    "DetectorConfig",
     "Localizer",
+    "LocalizerConfig",
     "TinyDetector",
     "conv_bn_relu",
     "detect_views",

@@ -16,12 +16,23 @@ so a shape looks the same to the next layer after a one-pixel shift.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["Backbone", "check_targets", "conv_bn_relu", "to_batch"]
+from detlearn import _checks
+
+__all__ = [
+    "Backbone",
+    "ConfiguredModule",
+    "check_targets",
+    "conv_bn_relu",
+    "set_fields",
+    "to_batch",
+]
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -59,16 +70,22 @@ class Backbone(nn.Module):
         super().__init__()
         stage_strides = [2**k for k in range(len(widths))]
         if not out_strides or any(s not in stage_strides for s in out_strides):
-            raise ValueError(f"out_strides must be taken from {stage_strides}, got {out_strides}")
+            raise ValueError(
+                f"out_strides must be taken from {stage_strides}, got {out_strides}"
+            )
         if list(out_strides) != sorted(set(out_strides)):
             raise ValueError(f"out_strides must be increasing, got {out_strides}")
         self.out_strides = tuple(int(s) for s in out_strides)
-        self.out_channels = tuple(widths[stage_strides.index(s)] for s in self.out_strides)
+        self.out_channels = tuple(
+            widths[stage_strides.index(s)] for s in self.out_strides
+        )
         stages = [conv_bn_relu(3, widths[0])]
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             stages.append(nn.Sequential(nn.MaxPool2d(2), conv_bn_relu(c_in, c_out)))
         # stages past the last requested stride are never run, so they are not built
-        self.stages = nn.ModuleList(stages[: stage_strides.index(self.out_strides[-1]) + 1])
+        self.stages = nn.ModuleList(
+            stages[: stage_strides.index(self.out_strides[-1]) + 1]
+        )
         self.stage_strides = tuple(stage_strides[: len(self.stages)])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -98,14 +115,22 @@ def to_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """
     if isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be [B, 3, H, W], got shape {tuple(images.shape)}"
+            )
         return images
     images = list(images)
     if not images:
         raise ValueError("images must hold at least one image")
     for image in images:
-        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
-            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
+        if (
+            not isinstance(image, torch.Tensor)
+            or image.dim() != 3
+            or image.shape[0] != 3
+        ):
+            shape = (
+                tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
+            )
             raise ValueError(f"each image must be a [3, H, W] tensor, got {shape}")
     if len({tuple(image.shape) for image in images}) > 1:
         raise ValueError("images in one batch must share one size (H, W)")
@@ -118,14 +143,80 @@ def check_targets(
     keys: Sequence[str],
     device: torch.device,
 ) -> list[dict[str, torch.Tensor]]:
-    """Targets for a training step: one dict per image, holding ``keys``, on ``device``."""
+    """Targets for a training step: one dict per image, holding ``keys``, on ``device``.
+
+    ``boxes`` must be finite xyxy boxes ``[N, 4]`` (integers become float32) and
+    ``labels`` integers ``[N]``, one per box (``[1]`` when there are no boxes).
+    The model's training step trusts what this returns.
+    """
     if targets is None:
-        raise ValueError("targets are required in training mode (call model.eval() to predict)")
+        raise ValueError(
+            "targets are required in training mode (call model.eval() to predict)"
+        )
     targets = list(targets)
     if len(targets) != batch_size:
-        raise ValueError(f"targets must hold one dict per image ({batch_size}), got {len(targets)}")
-    for t in targets:
+        raise ValueError(
+            f"targets must hold one dict per image ({batch_size}), got {len(targets)}"
+        )
+    checked = []
+    for i, t in enumerate(targets):
         missing = [k for k in keys if k not in t]
         if missing:
             raise ValueError(f"each target needs {list(keys)}, missing {missing}")
-    return [{k: t[k].to(device) for k in keys} for t in targets]
+        t = {k: t[k].to(device) for k in keys}
+        if "boxes" in t:
+            t["boxes"] = _checks.boxes(t["boxes"], f"targets[{i}]['boxes']")
+        if "labels" in t:
+            n = len(t["boxes"]) if "boxes" in t else 1
+            t["labels"] = _checks.labels(t["labels"], f"targets[{i}]['labels']", n)
+        checked.append(t)
+    return checked
+
+
+def set_fields(config: Any, **values: Any) -> None:
+    """Store checked values on a frozen dataclass (for its ``__post_init__``)."""
+    for name, value in values.items():
+        object.__setattr__(config, name, value)
+
+
+class ConfiguredModule(nn.Module):
+    """A model whose settings live in one frozen dataclass, ``model.config``.
+
+    ``Model(num_classes, **settings)`` builds ``config_class(num_classes,
+    **settings)``, which validates them; ``Model(config=config)`` takes a config
+    as it is. Each setting also reads as an attribute: ``model.nms_thresh`` is
+    ``model.config.nms_thresh``. Assigning one (``model.voting_thresh = 0.7``)
+    replaces the config with a validated copy, so a checkpoint saves what the
+    model uses; the settings in ``layer_settings`` built the layers and cannot
+    change (build a new model instead).
+    """
+
+    config_class: ClassVar[type]
+    layer_settings: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, num_classes: int | None = None, config: Any = None, **settings):
+        super().__init__()
+        if config is None:
+            config = self.config_class(num_classes, **settings)
+        elif num_classes is not None or settings:
+            raise ValueError("pass either config or num_classes and settings, not both")
+        elif not isinstance(config, self.config_class):
+            expected, got = self.config_class.__name__, type(config).__name__
+            raise ValueError(f"config must be a {expected}, got {got}")
+        self.config = config
+
+    def __getattr__(self, name: str) -> Any:
+        config = self.__dict__.get("config")
+        if config is not None and name in config.__dataclass_fields__:
+            return getattr(config, name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        config = self.__dict__.get("config")
+        if config is not None and name in config.__dataclass_fields__:
+            if name in self.layer_settings:
+                raise AttributeError(
+                    f"{name} built the layers; build a new model to change it"
+                )
+            name, value = "config", dataclasses.replace(config, **{name: value})
+        super().__setattr__(name, value)

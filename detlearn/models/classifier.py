@@ -1,26 +1,58 @@
-"""Classifier: backbone -> global pooling -> linear layer -> class logits (chapter 2)."""
+"""Classifier: backbone -> global pooling -> linear layer -> logits (chapter 2)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from detlearn.models.backbone import Backbone, check_targets, to_batch
-from detlearn.models.heads import ClassificationHead
+from detlearn import _checks
+from detlearn.models.backbone import (
+    Backbone,
+    ConfiguredModule,
+    check_targets,
+    set_fields,
+    to_batch,
+)
+from detlearn.models.heads import POOLS, ClassificationHead
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "ClassifierConfig"]
 
 
-class Classifier(nn.Module):
-    """What is in the image: one label per image.
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The settings of a :class:`Classifier`, checked once, here.
 
-    Args:
+    Attributes:
         num_classes: K.
         widths: channels of the backbone's stages (see :class:`Backbone`).
         pool: ``"avg"`` or ``"max"`` global pooling (see :class:`ClassificationHead`).
+    """
+
+    num_classes: int
+    widths: Sequence[int] = (8, 16, 32, 64, 64)
+    pool: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        set_fields(
+            self,
+            num_classes=_checks.positive_int(self.num_classes, "num_classes"),
+            widths=tuple(
+                _checks.positive_int(w, f"widths[{k}]")
+                for k, w in enumerate(self.widths)
+            ),
+        )
+
+
+class Classifier(ConfiguredModule):
+    """What is in the image: one label per image.
+
+    ``Classifier(num_classes, **settings)`` or ``Classifier(config=...)``: the
+    settings are the fields of :class:`ClassifierConfig` (``model.config``).
 
     Calling convention (torchvision's):
 
@@ -34,13 +66,22 @@ class Classifier(nn.Module):
     ``images`` is a ``[B, 3, H, W]`` tensor or a list of ``[3, H, W]`` tensors.
     """
 
+    config_class = ClassifierConfig
+    layer_settings = ("num_classes", "widths", "pool")
+
     def __init__(
-        self, num_classes: int, *, widths: Sequence[int] = (8, 16, 32, 64, 64), pool: str = "max"
+        self,
+        num_classes: int | None = None,
+        *,
+        config: ClassifierConfig | None = None,
+        **settings,
     ) -> None:
-        super().__init__()
-        self.config = {"num_classes": num_classes, "widths": list(widths), "pool": pool}
-        self.backbone = Backbone(widths, out_strides=(2 ** (len(widths) - 1),))
-        self.head = ClassificationHead(self.backbone.out_channels[-1], num_classes, pool)
+        super().__init__(num_classes, config, **settings)
+        config = self.config
+        stride = 2 ** (len(config.widths) - 1)
+        self.backbone = Backbone(config.widths, out_strides=(stride,))
+        channels = self.backbone.out_channels[-1]
+        self.head = ClassificationHead(channels, config.num_classes, config.pool)
 
     def logits(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """``[B, K]`` class logits."""
@@ -61,7 +102,7 @@ class Classifier(nn.Module):
     def compute_loss(
         logits: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]]
     ) -> torch.Tensor:
-        """Mean cross-entropy of ``logits [B, K]`` against each target's single label."""
+        """Mean cross-entropy of ``logits [B, K]`` against each target's one label."""
         labels = torch.cat([t["labels"] for t in targets])
         return F.cross_entropy(logits, labels)
 
@@ -70,5 +111,6 @@ class Classifier(nn.Module):
         """Softmax, then the most probable class of each image and its probability."""
         scores, labels = logits.softmax(dim=1).max(dim=1)
         return [
-            {"labels": labels[i : i + 1], "scores": scores[i : i + 1]} for i in range(len(labels))
+            {"labels": labels[i : i + 1], "scores": scores[i : i + 1]}
+            for i in range(len(labels))
         ]

@@ -1,4 +1,4 @@
-"""TinyDetector: a single-stage, anchor-based detector in the RetinaNet / SSD family (chapter 10).
+"""TinyDetector: a single-stage anchor-based detector, as RetinaNet or SSD (chapter 10).
 
     images -> Backbone -> feature maps at strides (4, 8, 16)
            -> one DenseHead per map -> class logits and box deltas for every anchor
@@ -12,54 +12,67 @@ them together.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from detlearn import _checks
+from detlearn._kernels import matching
+from detlearn._kernels.boxes import box_iou
 from detlearn.anchors import Matcher, decode_boxes, encode_boxes, make_anchors
-from detlearn.boxes import box_iou, clip_boxes_to_image
+from detlearn.boxes import clip_boxes_to_image
 from detlearn.losses import (
     generalized_box_iou_loss,
     hard_negative_mask,
     sigmoid_focal_loss,
     smooth_l1_loss,
 )
-from detlearn.models.backbone import Backbone, check_targets, to_batch
+from detlearn.models.backbone import (
+    Backbone,
+    ConfiguredModule,
+    check_targets,
+    set_fields,
+    to_batch,
+)
 from detlearn.models.heads import DenseHead
 from detlearn.nms import batched_nms, box_voting
 
-__all__ = ["CLS_LOSSES", "DET_BOX_LOSSES", "TinyDetector"]
+__all__ = ["CLS_LOSSES", "DET_BOX_LOSSES", "DetectorConfig", "TinyDetector"]
 
 CLS_LOSSES = ("focal", "ce", "hard_negatives")
 DET_BOX_LOSSES = ("smooth_l1", "giou")
 
 
-class TinyDetector(nn.Module):
-    """Dense detector: for every anchor, K sigmoid class scores and 4 box deltas.
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The settings of a :class:`TinyDetector`, checked once, here.
 
-    Args:
+    Attributes:
         num_classes: K. Labels are ``0 .. K-1``; there is no background class:
             an anchor is background when all its K targets are 0.
         widths: channels of the backbone's stages (stage ``k`` has stride ``2**k``).
-        strides: the feature levels the heads read, e.g. ``(8, 16)``.
-        sizes: anchor sizes in pixels, one tuple per level (anchor area is ``size**2``).
-            The defaults cover ShapesDataset's objects (10 to 48 pixels on a 96-pixel
-            image) with sizes a factor sqrt(2) apart; the stride-4 level gives the
-            smallest objects several anchors and fine features to place their boxes.
+        strides: the feature levels the heads read, e.g. ``(8, 16)`` (the
+            backbone checks that they are stages' strides, increasing).
+        sizes: anchor sizes in pixels, one tuple per level (anchor area is
+            ``size**2``). The defaults cover ShapesDataset's objects (10 to 48
+            pixels on a 96-pixel image) with sizes a factor sqrt(2) apart; the
+            stride-4 level gives the smallest objects several anchors and fine
+            features to place their boxes.
         aspect_ratios: anchor height / width ratios, shared by all levels.
-        fg_iou_thresh: anchors with IoU >= this with a ground-truth box are foreground.
-        bg_iou_thresh: anchors whose best IoU is below this are background; those in
-            between are ignored by the classification loss.
+        fg_iou_thresh: anchors with IoU >= this with a ground-truth box are
+            foreground.
+        bg_iou_thresh: anchors whose best IoU is below this are background; those
+            in between are ignored by the classification loss.
         allow_low_quality_matches: also match each ground-truth box to its best
             anchor(s) even below ``fg_iou_thresh``, so that no object goes unmatched.
         cls_loss: ``"focal"`` (sigmoid focal loss), ``"ce"`` (binary cross-entropy
             per class: the focal loss with ``gamma = 0`` and no ``alpha``) or
             ``"hard_negatives"`` (SSD's hard negative mining: the binary
             cross-entropy summed over the classes of each anchor, kept for every
-            positive anchor and, in each image, for the ``3 * P`` background anchors
-            with the largest loss, ``P`` the image's positives; see
+            positive anchor and, in each image, for the ``3 * P`` background
+            anchors with the largest loss, ``P`` the image's positives; see
             :func:`detlearn.losses.hard_negative_mask`). Each is summed over the
             anchors it covers (all but the ignored ones for ``"focal"`` and
             ``"ce"``) and divided by the number of positive anchors.
@@ -78,110 +91,171 @@ class TinyDetector(nn.Module):
             the boxes NMS kept as they are.
         prior_prob: initial foreground probability of every class score.
 
+    Sequences are stored as tuples and numbers as floats, so a config read
+    back from a checkpoint (lists) equals the one saved.
+    """
+
+    num_classes: int
+    widths: Sequence[int] = (8, 16, 32, 64, 64)
+    strides: Sequence[int] = (4, 8, 16)
+    sizes: Sequence[Sequence[float]] = ((10.0, 14.0), (20.0, 28.0), (40.0, 56.0))
+    aspect_ratios: Sequence[float] = (1.0,)
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.4
+    allow_low_quality_matches: bool = True
+    cls_loss: str = "focal"
+    box_loss: str = "smooth_l1"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    box_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0)
+    smooth_l1_beta: float = 1.0 / 9.0
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    topk_candidates: int = 1000
+    detections_per_img: int = 100
+    voting_thresh: float | None = None
+    prior_prob: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.cls_loss not in CLS_LOSSES:
+            raise ValueError(
+                f"cls_loss must be one of {CLS_LOSSES}, got {self.cls_loss!r}"
+            )
+        if self.box_loss not in DET_BOX_LOSSES:
+            raise ValueError(
+                f"box_loss must be one of {DET_BOX_LOSSES}, got {self.box_loss!r}"
+            )
+        if len(self.sizes) != len(self.strides):
+            levels = len(self.strides)
+            raise ValueError(
+                f"sizes needs one tuple per level ({levels}), got {self.sizes}"
+            )
+        fg = _checks.threshold(self.fg_iou_thresh, "fg_iou_thresh")
+        bg = _checks.threshold(self.bg_iou_thresh, "bg_iou_thresh")
+        if bg > fg:
+            raise ValueError(f"bg_iou_thresh must be <= fg_iou_thresh, got {bg} > {fg}")
+        prior = _checks.number(self.prior_prob, "prior_prob", 0.0, 1.0)
+        if prior in (0.0, 1.0):
+            raise ValueError(
+                f"prior_prob must be strictly between 0 and 1, got {prior}"
+            )
+        voting = self.voting_thresh
+        if voting is not None:
+            voting = _checks.threshold(voting, "voting_thresh")
+        set_fields(
+            self,
+            num_classes=_checks.positive_int(self.num_classes, "num_classes"),
+            widths=tuple(
+                _checks.positive_int(w, f"widths[{k}]")
+                for k, w in enumerate(self.widths)
+            ),
+            strides=tuple(int(s) for s in self.strides),
+            sizes=tuple(
+                tuple(_checks.positive_list(s, f"sizes[{k}]"))
+                for k, s in enumerate(self.sizes)
+            ),
+            aspect_ratios=tuple(
+                _checks.positive_list(self.aspect_ratios, "aspect_ratios")
+            ),
+            fg_iou_thresh=fg,
+            bg_iou_thresh=bg,
+            focal_alpha=_checks.number(self.focal_alpha, "focal_alpha", -1.0, 1.0),
+            focal_gamma=_checks.number(self.focal_gamma, "focal_gamma", low=0.0),
+            box_weights=_checks.box_weights(self.box_weights, "box_weights"),
+            smooth_l1_beta=_checks.number(
+                self.smooth_l1_beta, "smooth_l1_beta", low=0.0
+            ),
+            score_thresh=_checks.threshold(self.score_thresh, "score_thresh"),
+            nms_thresh=_checks.threshold(self.nms_thresh, "nms_thresh"),
+            topk_candidates=_checks.positive_int(
+                self.topk_candidates, "topk_candidates"
+            ),
+            detections_per_img=_checks.positive_int(
+                self.detections_per_img, "detections_per_img"
+            ),
+            voting_thresh=voting,
+            prior_prob=prior,
+        )
+
+
+class TinyDetector(ConfiguredModule):
+    """Dense detector: for every anchor, K sigmoid class scores and 4 box deltas.
+
+    ``TinyDetector(num_classes, **settings)`` or ``TinyDetector(config=...)``:
+    the settings are the fields of :class:`DetectorConfig` (``model.config``),
+    and each reads as an attribute too (``model.nms_thresh``).
+
     Calling convention (torchvision's):
 
     * training mode, ``model(images, targets)`` -> ``{'loss_cls', 'loss_box'}``;
       each target holds ``boxes`` float ``[N, 4]`` xyxy pixels and ``labels``
       int64 ``[N]``; ``N = 0`` is legal (an image of background only).
-    * eval mode, ``model(images)`` -> one dict per image ``{'boxes': float32 [D, 4],
-      'labels': int64 [D], 'scores': float32 [D]}``, by decreasing score.
+    * eval mode, ``model(images)`` -> one dict per image ``{'boxes': float32
+      [D, 4], 'labels': int64 [D], 'scores': float32 [D]}``, by decreasing score.
 
     ``images`` is a ``[B, 3, H, W]`` tensor or a list of ``[3, H, W]`` tensors of
-    one size. The steps are methods, to be read and called one by one:
-    :meth:`anchors_for`, :meth:`predict_raw`, :meth:`assign`,
-    :meth:`compute_loss`, :meth:`postprocess`.
+    one size. ``forward`` checks its inputs; the steps behind it trust them. The
+    steps are methods, to be read and called one by one: :meth:`anchors_for`,
+    :meth:`predict_raw`, :meth:`assign`, :meth:`compute_loss`, :meth:`postprocess`.
     """
+
+    config_class = DetectorConfig
+    layer_settings = (
+        "num_classes",
+        "widths",
+        "strides",
+        "sizes",
+        "aspect_ratios",
+        "prior_prob",
+    )
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         *,
-        widths: Sequence[int] = (8, 16, 32, 64, 64),
-        strides: Sequence[int] = (4, 8, 16),
-        sizes: Sequence[Sequence[float]] = ((10.0, 14.0), (20.0, 28.0), (40.0, 56.0)),
-        aspect_ratios: Sequence[float] = (1.0,),
-        fg_iou_thresh: float = 0.5,
-        bg_iou_thresh: float = 0.4,
-        allow_low_quality_matches: bool = True,
-        cls_loss: str = "focal",
-        box_loss: str = "smooth_l1",
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        box_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-        smooth_l1_beta: float = 1.0 / 9.0,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        topk_candidates: int = 1000,
-        detections_per_img: int = 100,
-        voting_thresh: float | None = None,
-        prior_prob: float = 0.01,
+        config: DetectorConfig | None = None,
+        **settings,
     ) -> None:
-        super().__init__()
-        if cls_loss not in CLS_LOSSES:
-            raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
-        if box_loss not in DET_BOX_LOSSES:
-            raise ValueError(f"box_loss must be one of {DET_BOX_LOSSES}, got {box_loss!r}")
-        if voting_thresh is not None:
-            voting_thresh = _checks.threshold(voting_thresh, "voting_thresh")
-        if len(sizes) != len(strides):
-            raise ValueError(f"sizes needs one tuple per level ({len(strides)}), got {sizes}")
-        self.config = {
-            "num_classes": num_classes,
-            "widths": list(widths),
-            "strides": list(strides),
-            "sizes": [list(s) for s in sizes],
-            "aspect_ratios": list(aspect_ratios),
-            "fg_iou_thresh": fg_iou_thresh,
-            "bg_iou_thresh": bg_iou_thresh,
-            "allow_low_quality_matches": allow_low_quality_matches,
-            "cls_loss": cls_loss,
-            "box_loss": box_loss,
-            "focal_alpha": focal_alpha,
-            "focal_gamma": focal_gamma,
-            "box_weights": list(box_weights),
-            "smooth_l1_beta": smooth_l1_beta,
-            "score_thresh": score_thresh,
-            "nms_thresh": nms_thresh,
-            "topk_candidates": topk_candidates,
-            "detections_per_img": detections_per_img,
-            "voting_thresh": voting_thresh,
-            "prior_prob": prior_prob,
-        }
-        self.num_classes = num_classes
-        self.strides = tuple(int(s) for s in strides)
-        self.sizes = tuple(tuple(float(x) for x in s) for s in sizes)
-        self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
-        self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches)
-        self.cls_loss, self.box_loss = cls_loss, box_loss
-        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
-        self.box_weights = tuple(float(w) for w in box_weights)
-        self.smooth_l1_beta = smooth_l1_beta
-        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
-        self.topk_candidates, self.detections_per_img = topk_candidates, detections_per_img
-        self.voting_thresh = voting_thresh
-
-        self.backbone = Backbone(widths, out_strides=self.strides)
+        super().__init__(num_classes, config, **settings)
+        config = self.config
+        self.backbone = Backbone(config.widths, out_strides=config.strides)
+        anchors_per_location = [
+            len(s) * len(config.aspect_ratios) for s in config.sizes
+        ]
         self.heads = nn.ModuleList(
-            DenseHead(channels, len(level_sizes) * len(self.aspect_ratios), num_classes, prior_prob)
-            for channels, level_sizes in zip(self.backbone.out_channels, self.sizes, strict=True)
+            DenseHead(channels, num_anchors, config.num_classes, config.prior_prob)
+            for channels, num_anchors in zip(
+                self.backbone.out_channels, anchors_per_location, strict=True
+            )
         )
         self._anchor_cache: dict[tuple, list[torch.Tensor]] = {}
 
-    # -- the steps --------------------------------------------------------------------------
+    @property
+    def matcher(self) -> Matcher:
+        """The :class:`~detlearn.anchors.Matcher` that :meth:`assign` applies."""
+        return Matcher(
+            self.fg_iou_thresh, self.bg_iou_thresh, self.allow_low_quality_matches
+        )
+
+    # -- the steps ---------------------------------------------------------------------
 
     def anchors_for(
         self, image_size: tuple[int, int], device: torch.device | str = "cpu"
     ) -> list[torch.Tensor]:
-        """Anchors of every level for images of ``(H, W)`` pixels: ``[H_l * W_l * A_l, 4]`` each.
+        """Anchors of every level for ``(H, W)``-pixel images: ``[H_l * W_l * A_l, 4]``.
 
         Same order as the heads' outputs (location-major, then anchor), so row ``n``
-        of level ``l``'s anchors is the anchor that row ``n`` of its predictions is about.
+        of level ``l``'s anchors is the anchor that row ``n`` of its predictions is
+        about.
         """
         key = (int(image_size[0]), int(image_size[1]), str(device))
         if key not in self._anchor_cache:
             self._anchor_cache[key] = [
                 make_anchors(
-                    Backbone.feature_size(image_size, stride), stride, sizes, self.aspect_ratios
+                    Backbone.feature_size(image_size, stride),
+                    stride,
+                    sizes,
+                    self.aspect_ratios,
                 ).to(device)
                 for stride, sizes in zip(self.strides, self.sizes, strict=True)
             ]
@@ -192,7 +266,9 @@ class TinyDetector(nn.Module):
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per level: class logits ``[B, N_l, K]`` and box deltas ``[B, N_l, 4]``."""
         features = self.backbone(to_batch(images))
-        outputs = [head(feature) for head, feature in zip(self.heads, features, strict=True)]
+        outputs = [
+            head(feature) for head, feature in zip(self.heads, features, strict=True)
+        ]
         return [logits for logits, _ in outputs], [deltas for _, deltas in outputs]
 
     def assign(
@@ -202,11 +278,17 @@ class TinyDetector(nn.Module):
 
         Entry ``[b, n]`` is the index of the ground-truth box of image ``b`` that
         anchor ``n`` must predict, ``Matcher.BELOW_LOW_THRESHOLD`` (-1, background) or
-        ``Matcher.BETWEEN_THRESHOLDS`` (-2, ignored).
+        ``Matcher.BETWEEN_THRESHOLDS`` (-2, ignored): :attr:`matcher`'s rules, applied
+        to the whole batch at once. The targets are trusted (``forward`` checks them).
         """
         counts = [len(t["boxes"]) for t in targets]
-        iou = box_iou(torch.cat([t["boxes"] for t in targets]), anchors)  # [G_1 + ... + G_B, N]
-        return self.matcher.match_batch(iou.split(counts))
+        iou = box_iou(torch.cat([t["boxes"] for t in targets]), anchors)  # [sum G_b, N]
+        return matching.match_batch(  # = self.matcher.match_batch, without the checks
+            iou.split(counts),
+            self.fg_iou_thresh,
+            self.bg_iou_thresh,
+            self.allow_low_quality_matches,
+        )
 
     def compute_loss(
         self,
@@ -221,7 +303,7 @@ class TinyDetector(nn.Module):
             logits: ``[B, N, K]`` class logits.
             deltas: ``[B, N, 4]`` box deltas.
             anchors: ``[N, 4]`` xyxy.
-            targets: one dict per image with ``boxes`` ``[G, 4]`` and ``labels`` ``[G]``.
+            targets: one dict per image, ``boxes`` ``[G, 4]`` and ``labels`` ``[G]``.
 
         Returns:
             ``{'loss_cls', 'loss_box'}``: sums over anchors divided by the number of
@@ -238,7 +320,11 @@ class TinyDetector(nn.Module):
         cls_target = cls_target * foreground.unsqueeze(-1)
         if self.cls_loss == "focal":
             loss_cls = sigmoid_focal_loss(
-                logits[valid], cls_target[valid], self.focal_alpha, self.focal_gamma, "sum"
+                logits[valid],
+                cls_target[valid],
+                self.focal_alpha,
+                self.focal_gamma,
+                "sum",
             )
         elif self.cls_loss == "ce":
             loss_cls = F.binary_cross_entropy_with_logits(
@@ -257,7 +343,9 @@ class TinyDetector(nn.Module):
         fg_anchors = anchors.expand_as(deltas)[foreground]
         if self.box_loss == "smooth_l1":
             target = encode_boxes(fg_gt, fg_anchors, self.box_weights)
-            loss_box = smooth_l1_loss(fg_deltas, target, beta=self.smooth_l1_beta, reduction="sum")
+            loss_box = smooth_l1_loss(
+                fg_deltas, target, beta=self.smooth_l1_beta, reduction="sum"
+            )
         else:
             boxes = decode_boxes(fg_deltas, fg_anchors, self.box_weights)
             loss_box = generalized_box_iou_loss(boxes, fg_gt, reduction="sum")
@@ -278,8 +366,8 @@ class TinyDetector(nn.Module):
             return torch.zeros_like(matched), matched.new_zeros(
                 (*matched.shape, 4), dtype=boxes.dtype
             )
-        counts = torch.tensor([len(t["labels"]) for t in targets], device=matched.device)
-        first = counts.cumsum(0) - counts  # row of each image's first object in the batch
+        counts = matched.new_tensor([len(t["labels"]) for t in targets])
+        first = counts.cumsum(0) - counts  # row of each image's first object
         index = (matched.clamp(min=0) + first[:, None]).clamp(max=len(labels) - 1)
         return labels[index], boxes[index]
 
@@ -305,21 +393,27 @@ class TinyDetector(nn.Module):
             ):
                 level_scores = torch.sigmoid(level_logits[b]).flatten()  # [N_l * K]
                 candidates = torch.nonzero(level_scores > self.score_thresh).squeeze(1)
-                top = level_scores[candidates].topk(min(self.topk_candidates, len(candidates)))
+                k = min(self.topk_candidates, len(candidates))
+                top = level_scores[candidates].topk(k)
                 candidates = candidates[top.indices]
                 anchor_idx = candidates // self.num_classes
                 decoded = decode_boxes(
-                    level_deltas[b, anchor_idx], level_anchors[anchor_idx], self.box_weights
+                    level_deltas[b, anchor_idx],
+                    level_anchors[anchor_idx],
+                    self.box_weights,
                 )
                 boxes.append(clip_boxes_to_image(decoded, image_size))
                 scores.append(top.values)
                 labels.append(candidates % self.num_classes)
-            boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            boxes, scores, labels = map(torch.cat, (boxes, scores, labels))
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)
+            keep = keep[: self.detections_per_img]
             kept_boxes = boxes[keep]
             if self.voting_thresh is not None:
                 kept_boxes = box_voting(boxes, scores, keep, self.voting_thresh, labels)
-            results.append({"boxes": kept_boxes, "labels": labels[keep], "scores": scores[keep]})
+            results.append(
+                {"boxes": kept_boxes, "labels": labels[keep], "scores": scores[keep]}
+            )
         return results
 
     def forward(
@@ -331,7 +425,9 @@ class TinyDetector(nn.Module):
         logits, deltas = self.predict_raw(batch)
         anchors = self.anchors_for(tuple(batch.shape[-2:]), batch.device)
         if self.training:
-            targets = check_targets(targets, len(batch), ["boxes", "labels"], batch.device)
+            targets = check_targets(
+                targets, len(batch), ["boxes", "labels"], batch.device
+            )
             return self.compute_loss(
                 torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors), targets
             )

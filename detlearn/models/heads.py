@@ -41,12 +41,12 @@ class ClassificationHead(nn.Module):
         self.linear = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.adaptive_avg_pool2d(x, 1) if self.pool == "avg" else F.adaptive_max_pool2d(x, 1)
-        return self.linear(x.flatten(1))
+        pool = F.adaptive_avg_pool2d if self.pool == "avg" else F.adaptive_max_pool2d
+        return self.linear(pool(x, 1).flatten(1))
 
 
 class BoxHead(nn.Module):
-    """Regress one box from a whole feature map: ``[B, C, H, W]`` -> ``[B, 4]`` in (0, 1).
+    """One box from a whole feature map: ``[B, C, H, W]`` -> ``[B, 4]`` in (0, 1).
 
     A 1x1 convolution squeezes the channels, the map is flattened (so every
     location keeps its own weights: *where* a response is tells where the object
@@ -61,13 +61,21 @@ class BoxHead(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, feature_size: tuple[int, int], squeeze: int = 16, hidden: int = 128
+        self,
+        in_channels: int,
+        feature_size: tuple[int, int],
+        squeeze: int = 16,
+        hidden: int = 128,
     ) -> None:
         super().__init__()
         h, w = feature_size
-        self.squeeze = nn.Sequential(nn.Conv2d(in_channels, squeeze, 1), nn.ReLU(inplace=True))
+        self.squeeze = nn.Sequential(
+            nn.Conv2d(in_channels, squeeze, 1), nn.ReLU(inplace=True)
+        )
         self.mlp = nn.Sequential(
-            nn.Linear(squeeze * h * w, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 4)
+            nn.Linear(squeeze * h * w, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, 4),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,18 +102,25 @@ class DenseHead(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, num_anchors: int, num_classes: int, prior_prob: float = 0.01
+        self,
+        in_channels: int,
+        num_anchors: int,
+        num_classes: int,
+        prior_prob: float = 0.01,
     ) -> None:
         super().__init__()
         self.num_anchors = num_anchors
         self.num_classes = num_classes
         self.tower = conv_bn_relu(in_channels, in_channels)
-        self.cls_logits = nn.Conv2d(in_channels, num_anchors * num_classes, 3, padding=1)
+        self.cls_logits = nn.Conv2d(
+            in_channels, num_anchors * num_classes, 3, padding=1
+        )
         self.box_deltas = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
         for conv in (self.cls_logits, self.box_deltas):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
-        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        prior_bias = -math.log((1 - prior_prob) / prior_prob)
+        nn.init.constant_(self.cls_logits.bias, prior_bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.tower(x)
@@ -115,6 +130,6 @@ class DenseHead(nn.Module):
 
     @staticmethod
     def _per_anchor(x: torch.Tensor, n: int) -> torch.Tensor:
-        """``[B, A * n, H, W]`` -> ``[B, H * W * A, n]`` (location-major, then anchor)."""
+        """``[B, A * n, H, W]`` -> ``[B, H * W * A, n]``, location-major then anchor."""
         b, _, h, w = x.shape
         return x.permute(0, 2, 3, 1).reshape(b, h * w * (x.shape[1] // n), n)
