@@ -1,4 +1,5 @@
-"""detlearn: the small PyTorch package behind the book *From classification to detection*.
+"""detlearn: the small PyTorch package behind the book
+*From classification to detection*.
 
 Layers (imports only point down)::
 

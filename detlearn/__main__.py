@@ -40,7 +40,9 @@ def _number(kind: type, minimum: float, strict: bool):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {word} {bound}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {word} {bound}, got {text!r}"
+            ) from None
         if not (value > minimum if strict else value >= minimum) or value != value:
             raise argparse.ArgumentTypeError(f"expected {word} {bound}, got {text!r}")
         return value
@@ -56,7 +58,8 @@ positive_float = _number(float, 0.0, strict=True)
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="detlearn",
-        description="Train and evaluate detlearn's models on synthetic shapes (ShapesDataset).",
+        description="Train and evaluate detlearn's models on synthetic shapes "
+        "(ShapesDataset).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -68,21 +71,36 @@ def make_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("task", choices=TASKS, help="classify, localize or detect")
     budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=positive_int, help="passes over the training scenes")
+    budget.add_argument(
+        "--epochs", type=positive_int, help="passes over the training scenes"
+    )
     budget.add_argument("--steps", type=positive_int, help="optimisation steps")
-    budget.add_argument("--seconds", type=positive_float, help="wall-clock training time")
-    train.add_argument(
-        "--seed", type=seed_int, default=0, help="seed of the scenes and the model (default 0)"
-    )
-    train.add_argument("--out", type=Path, help="checkpoint directory (default runs/TASK)")
-    train.add_argument(
-        "--num-images", type=positive_int, help="training scenes (default: the task's recipe)"
+    budget.add_argument(
+        "--seconds", type=positive_float, help="wall-clock training time"
     )
     train.add_argument(
-        "--batch-size", type=positive_int, help="images per step (default: the recipe's)"
+        "--seed",
+        type=seed_int,
+        default=0,
+        help="seed of the scenes and the model (default 0)",
     )
     train.add_argument(
-        "--lr", type=positive_float, help="peak learning rate of AdamW (default: the recipe's)"
+        "--out", type=Path, help="checkpoint directory (default runs/TASK)"
+    )
+    train.add_argument(
+        "--num-images",
+        type=positive_int,
+        help="training scenes (default: the task's recipe)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="images per step (default: the recipe's)",
+    )
+    train.add_argument(
+        "--lr",
+        type=positive_float,
+        help="peak learning rate of AdamW (default: the recipe's)",
     )
     train.add_argument(
         "--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)"
@@ -92,18 +110,25 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate a checkpoint on held-out scenes; print one JSON line",
-        description="Evaluate the checkpoint in DIR on freshly drawn scenes and print one JSON "
-        "line of metrics: accuracy (classify), mean_iou and accuracy (localize) or the twelve "
+        description="Evaluate the checkpoint in DIR on freshly drawn scenes and print "
+        "one JSON line of metrics: accuracy (classify), mean_iou and accuracy "
+        "(localize) or the twelve "
         "COCO numbers AP ... ARl (detect).",
     )
-    evaluate.add_argument("dir", type=Path, metavar="DIR", help="directory holding checkpoint.pt")
     evaluate.add_argument(
-        "--num-images", type=positive_int, default=500, help="scenes to evaluate on (default 500)"
+        "dir", type=Path, metavar="DIR", help="directory holding checkpoint.pt"
+    )
+    evaluate.add_argument(
+        "--num-images",
+        type=positive_int,
+        default=500,
+        help="scenes to evaluate on (default 500)",
     )
     evaluate.add_argument(
         "--seed",
         type=seed_int,
-        help=f"seed of the evaluation scenes (default {EVAL_SEED}, or {EVAL_SEED + 1} if the "
+        help=f"seed of the evaluation scenes (default {EVAL_SEED}, or "
+        f"{EVAL_SEED + 1} if the "
         "model was trained on that seed)",
     )
     evaluate.add_argument(
@@ -113,29 +138,45 @@ def make_parser() -> argparse.ArgumentParser:
         help="also write DIR2/gt.json and DIR2/detections.json (detect checkpoints)",
     )
     evaluate.add_argument(
-        "--batch-size", type=positive_int, default=100, help="images per forward pass (default 100)"
+        "--batch-size",
+        type=positive_int,
+        default=100,
+        help="images per forward pass (default 100)",
     )
     evaluate.add_argument(
         "--views",
         type=positive_int,
         default=1,
-        help="detect only: merge the detections of this many flipped or transposed views of "
+        help="detect only: merge the detections of this many flipped or transposed "
+        "views of "
         "each scene, 1 to 8 (test-time augmentation; default 1)",
     )
-    evaluate.add_argument("--device", help="cpu, cuda, ... (default: cuda if available, else cpu)")
+    evaluate.add_argument(
+        "--device", help="cpu, cuda, ... (default: cuda if available, else cpu)"
+    )
     return parser
 
 
 def run_train(args: argparse.Namespace) -> None:
     from detlearn.data import ShapesDataset
-    from detlearn.train import RECIPES, build_model, fit, save_checkpoint, seed_everything
+    from detlearn.train import (
+        RECIPES,
+        build_model,
+        fit,
+        save_checkpoint,
+        seed_everything,
+    )
 
     recipe = RECIPES[args.task]
-    dataset = ShapesDataset(args.num_images or recipe.num_images, task=args.task, seed=args.seed)
+    dataset = ShapesDataset(
+        args.num_images or recipe.num_images, task=args.task, seed=args.seed
+    )
     seed_everything(args.seed)
     model = build_model(args.task, dataset.num_classes, dataset.image_size)
     budget = {"epochs": args.epochs, "steps": args.steps, "seconds": args.seconds}
-    budget = {k: v for k, v in budget.items() if v is not None} or {"epochs": recipe.epochs}
+    budget = {k: v for k, v in budget.items() if v is not None} or {
+        "epochs": recipe.epochs
+    }
     history = fit(
         model,
         dataset,
@@ -203,11 +244,15 @@ def run_evaluate(args: argparse.Namespace) -> None:
     device = default_device(args.device)
     model = load_checkpoint(args.dir, device)
     if args.coco_out is None:
-        metrics = evaluate_model(model, dataset, batch_size=args.batch_size, views=args.views)
+        metrics = evaluate_model(
+            model, dataset, batch_size=args.batch_size, views=args.views
+        )
     else:
         from detlearn.evaluate import coco_evaluate
 
-        predictions, targets = predict(model, dataset, batch_size=args.batch_size, views=args.views)
+        predictions, targets = predict(
+            model, dataset, batch_size=args.batch_size, views=args.views
+        )
         metrics = coco_evaluate(predictions, targets)
         gt, detections = to_coco(predictions, targets)
         args.coco_out.mkdir(parents=True, exist_ok=True)
@@ -219,7 +264,10 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m detlearn`` and the ``detlearn`` script; returns the exit code."""
+    """Entry point of ``python -m detlearn`` and the ``detlearn`` script.
+
+    Returns the exit code.
+    """
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
@@ -230,7 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_train(args)
         else:
             run_evaluate(args)
-    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        KeyError,
+        pickle.UnpicklingError,
+    ) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"detlearn {args.command}: error: {message}", file=sys.stderr)
         return 1

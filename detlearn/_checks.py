@@ -63,7 +63,9 @@ def box_format(fmt: object, name: str) -> str:
     return fmt  # type: ignore[return-value]
 
 
-def boxes(value: object, name: str, fmt: str = "xyxy", allow_single: bool = False) -> Tensor:
+def boxes(
+    value: object, name: str, fmt: str = "xyxy", allow_single: bool = False
+) -> Tensor:
     """Require finite boxes ``[N, 4]`` (or ``[4]`` with ``allow_single``) with
     non-negative width and height in format ``fmt``; return them as float."""
     t = as_float(tensor(value, name), name)
@@ -79,7 +81,9 @@ def boxes(value: object, name: str, fmt: str = "xyxy", allow_single: bool = Fals
         w, h = t[..., 2], t[..., 3]
         what = "width >= 0 and height >= 0"
     if not bool(((w >= 0) & (h >= 0)).all()):
-        raise ValueError(f"{name} must be {fmt} boxes with {what}; some boxes are inverted")
+        raise ValueError(
+            f"{name} must be {fmt} boxes with {what}; some boxes are inverted"
+        )
     return t
 
 
@@ -87,7 +91,8 @@ def same_length(a: Tensor, a_name: str, b: Tensor, b_name: str) -> None:
     """Require ``len(a) == len(b)`` (paired inputs)."""
     if a.shape[0] != b.shape[0]:
         raise ValueError(
-            f"{a_name} and {b_name} must have the same length, got {_shape(a)} and {_shape(b)}"
+            f"{a_name} and {b_name} must have the same length, "
+            f"got {_shape(a)} and {_shape(b)}"
         )
 
 
@@ -95,7 +100,8 @@ def same_shape(a: Tensor, a_name: str, b: Tensor, b_name: str) -> None:
     """Require equal shapes (elementwise losses)."""
     if a.shape != b.shape:
         raise ValueError(
-            f"{a_name} and {b_name} must have the same shape, got {_shape(a)} and {_shape(b)}"
+            f"{a_name} and {b_name} must have the same shape, "
+            f"got {_shape(a)} and {_shape(b)}"
         )
 
 
@@ -119,7 +125,9 @@ def labels(value: object, name: str, n: int) -> Tensor:
     return t
 
 
-def number(value: object, name: str, low: float = -math.inf, high: float = math.inf) -> float:
+def number(
+    value: object, name: str, low: float = -math.inf, high: float = math.inf
+) -> float:
     """Require a finite real number in ``[low, high]``; return it as a float."""
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
@@ -127,7 +135,9 @@ def number(value: object, name: str, low: float = -math.inf, high: float = math.
         raise ValueError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be a finite number in [{low}, {high}], got {value}")
+        raise ValueError(
+            f"{name} must be a finite number in [{low}, {high}], got {value}"
+        )
     return value
 
 
@@ -188,17 +198,23 @@ def positive_list(value: object, name: str) -> list[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) == 0:
-        raise ValueError(f"{name} must be a non-empty sequence of numbers > 0, got {value!r}")
+        raise ValueError(
+            f"{name} must be a non-empty sequence of numbers > 0, got {value!r}"
+        )
     return [positive(v, f"{name}[{k}]") for k, v in enumerate(value)]
 
 
 def positive_sides(boxes: Tensor, name: str) -> None:
     """Require xyxy boxes of width > 0 and height > 0 (box deltas divide by them)."""
     if not bool(((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()):
-        raise ValueError(f"{name} must have width > 0 and height > 0 (deltas divide by them)")
+        raise ValueError(
+            f"{name} must have width > 0 and height > 0 (deltas divide by them)"
+        )
 
 
-def box_weights(value: object, name: str = "weights") -> tuple[float, float, float, float]:
+def box_weights(
+    value: object, name: str = "weights"
+) -> tuple[float, float, float, float]:
     """Require four finite numbers > 0 (box-coder weights)."""
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 4:
         raise ValueError(f"{name} must be four numbers (wx, wy, ww, wh), got {value!r}")

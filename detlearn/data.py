@@ -118,11 +118,15 @@ class _Object(NamedTuple):
     label: int
     y0: int
     x0: int
-    mask: np.ndarray  # bool [h, w], tight: its first/last rows and columns are not empty
+    mask: (
+        np.ndarray
+    )  # bool [h, w], tight: its first/last rows and columns are not empty
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def _pair(name: str, value: object) -> tuple[float, float]:
@@ -130,7 +134,9 @@ def _pair(name: str, value: object) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in value)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
+        raise ValueError(
+            f"{name} must be a pair (low, high) of numbers, got {value!r}"
+        ) from None
     if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
         raise ValueError(f"{name} must satisfy 0 < low <= high, got {value!r}")
     return low, high
@@ -176,12 +182,14 @@ def _interpolation_matrix(size: int, knots: int) -> np.ndarray:
     """float32 ``[size, knots]``: linear interpolation from ``knots`` values to ``size``
     pixels, scaled by the texture amplitude."""
     positions = (np.arange(size) + 0.5) / size * (knots - 1)
-    weights = np.clip(1 - np.abs(positions[:, None] - np.arange(knots)[None, :]), 0, None)
+    weights = np.clip(
+        1 - np.abs(positions[:, None] - np.arange(knots)[None, :]), 0, None
+    )
     return (_TEXTURE_AMPLITUDE * weights).astype(np.float32)
 
 
 def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """IoU of two xyxy boxes with positive area (plain Python: faster for a few boxes)."""
+    """IoU of two xyxy boxes with positive area (plain Python: faster for a few)."""
     inter_w = min(a[2], b[2]) - max(a[0], b[0])
     inter_h = min(a[3], b[3]) - max(a[1], b[1])
     if inter_w <= 0 or inter_h <= 0:
@@ -193,7 +201,8 @@ def _box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
 
 
 class ShapesDataset(Dataset):
-    """Synthetic images of coloured shapes for classification, localization and detection.
+    """Synthetic images of coloured shapes for classification, localization and
+    detection.
 
     Args:
         num_images: number of scenes, ``len(dataset)``.
@@ -264,20 +273,35 @@ class ShapesDataset(Dataset):
             )
         if not _is_int(min_objects) or not 0 <= min_objects <= max_objects:
             raise ValueError(
-                f"min_objects must be an int in [0, max_objects={max_objects}], got {min_objects!r}"
+                f"min_objects must be an int in [0, max_objects={max_objects}], "
+                f"got {min_objects!r}"
             )
-        if isinstance(classes, str) or not isinstance(classes, Sequence) or len(classes) < 1:
-            raise ValueError(f"classes must be a non-empty sequence of names, got {classes!r}")
+        if (
+            isinstance(classes, str)
+            or not isinstance(classes, Sequence)
+            or len(classes) < 1
+        ):
+            raise ValueError(
+                f"classes must be a non-empty sequence of names, got {classes!r}"
+            )
         unknown = [c for c in classes if c not in SHAPES]
         if unknown or len(set(classes)) != len(classes):
-            raise ValueError(f"classes must be distinct names from {SHAPES}, got {classes!r}")
+            raise ValueError(
+                f"classes must be distinct names from {SHAPES}, got {classes!r}"
+            )
         if background not in BACKGROUNDS:
-            raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+            raise ValueError(
+                f"background must be one of {BACKGROUNDS}, got {background!r}"
+            )
         ratio_low, ratio_high = _pair("aspect_ratio", aspect_ratio)
         if not (isinstance(max_occlusion, (int, float)) and 0 <= max_occlusion < 1):
-            raise ValueError(f"max_occlusion must be a number in [0, 1), got {max_occlusion!r}")
+            raise ValueError(
+                f"max_occlusion must be a number in [0, 1), got {max_occlusion!r}"
+            )
         if not (isinstance(max_box_iou, (int, float)) and 0 < max_box_iou <= 1):
-            raise ValueError(f"max_box_iou must be a number in (0, 1], got {max_box_iou!r}")
+            raise ValueError(
+                f"max_box_iou must be a number in (0, 1], got {max_box_iou!r}"
+            )
 
         self.num_images = int(num_images)
         self.task = task
@@ -302,7 +326,8 @@ class ShapesDataset(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"ShapesDataset({self.num_images}, task={self.task!r}, image_size={self.image_size}, "
+            f"ShapesDataset({self.num_images}, task={self.task!r}, "
+            f"image_size={self.image_size}, "
             f"max_objects={self.max_objects}, seed={self.seed}, classes={self.classes})"
         )
 
@@ -342,16 +367,22 @@ class ShapesDataset(Dataset):
         size = self.image_size
         if not items:
             return torch.zeros(0, 3, size, size), []
-        return torch.stack([image for image, _ in items]), [target for _, target in items]
+        return torch.stack([image for image, _ in items]), [
+            target for _, target in items
+        ]
 
-    # -- generation ---------------------------------------------------------------------------
+    # -- generation ---------------------------------------------------------------
 
-    def _generate(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[_Object]]:
+    def _generate(
+        self, index: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[_Object]]:
         index = operator.index(index)
         if index < 0:
             index += self.num_images
         if not 0 <= index < self.num_images:
-            raise IndexError(f"index out of range for ShapesDataset of {self.num_images} images")
+            raise IndexError(
+                f"index out of range for ShapesDataset of {self.num_images} images"
+            )
         rng = np.random.default_rng([self.seed, index])
 
         background = self._background_colour(rng)
@@ -375,7 +406,10 @@ class ShapesDataset(Dataset):
         target: dict[str, torch.Tensor] = {"labels": labels}
         if self.task != "classify":
             boxes = torch.tensor(
-                [[o.x0, o.y0, o.x0 + o.mask.shape[1], o.y0 + o.mask.shape[0]] for o in objects],
+                [
+                    [o.x0, o.y0, o.x0 + o.mask.shape[1], o.y0 + o.mask.shape[0]]
+                    for o in objects
+                ],
                 dtype=torch.float32,
             ).reshape(-1, 4)
             target["boxes"] = boxes
@@ -395,17 +429,23 @@ class ShapesDataset(Dataset):
         low, high = self.object_size
         size = (low + (high - low) * u[1]) * self.image_size
         ratio_low, ratio_high = self.aspect_ratio
-        stretch = math.sqrt(ratio_low * (ratio_high / ratio_low) ** u[2])  # sqrt(height / width)
+        stretch = math.sqrt(
+            ratio_low * (ratio_high / ratio_low) ** u[2]
+        )  # sqrt(height / width)
         h = min(self.image_size, max(2, round(size * stretch)))
         w = min(self.image_size, max(2, round(size / stretch)))
         shape = self.classes[label]
-        turns = int(u[3] * 4) if shape == "triangle" else 0  # point up, left, down or right
+        turns = (
+            int(u[3] * 4) if shape == "triangle" else 0
+        )  # point up, left, down or right
         return label, _tight_mask(shape, h, w, turns)
 
     def _place_objects(self, rng: np.random.Generator, count: int) -> list[_Object]:
         """Place up to ``count`` objects, each within the occlusion and IoU limits."""
         size = self.image_size
-        owner = np.full((size, size), -1, dtype=np.int16)  # index of the top object per pixel
+        owner = np.full(
+            (size, size), -1, dtype=np.int16
+        )  # index of the top object per pixel
         objects: list[_Object] = []
         boxes: list[tuple[int, int, int, int]] = []
         full: list[int] = []  # pixels of each object's shape
@@ -421,11 +461,16 @@ class ShapesDataset(Dataset):
                 if any(iou > self.max_box_iou for iou in ious):
                     continue
                 under = owner[y0 : y0 + h, x0 : x0 + w]
-                if any(iou > 0 for iou in ious):  # the boxes overlap: count hidden pixels
-                    hidden = np.bincount(under[mask] + 1, minlength=len(objects) + 1)[1:]
+                if any(
+                    iou > 0 for iou in ious
+                ):  # the boxes overlap: count hidden pixels
+                    hidden = np.bincount(under[mask] + 1, minlength=len(objects) + 1)[
+                        1:
+                    ]
                     after = [s - int(c) for s, c in zip(shown, hidden, strict=True)]
                     if any(
-                        a < (1 - self.max_occlusion) * f for a, f in zip(after, full, strict=True)
+                        a < (1 - self.max_occlusion) * f
+                        for a, f in zip(after, full, strict=True)
                     ):
                         continue
                     shown = after
@@ -437,8 +482,11 @@ class ShapesDataset(Dataset):
                 break
         return objects
 
-    def _colours(self, rng: np.random.Generator, background: np.ndarray, count: int) -> np.ndarray:
-        """float32 ``[count, 3]`` colours that contrast with the background and each other.
+    def _colours(
+        self, rng: np.random.Generator, background: np.ndarray, count: int
+    ) -> np.ndarray:
+        """float32 ``[count, 3]`` colours that contrast with the background and
+        each other.
 
         Each object takes the first of ``_COLOUR_TRIES`` random colours that lies
         at least ``_BG_CONTRAST`` from the background colour and ``_OBJ_CONTRAST``
@@ -468,19 +516,24 @@ class ShapesDataset(Dataset):
         objects: list[_Object],
         colours: np.ndarray,
     ) -> torch.Tensor:
-        """The image, float32 ``[3, H, W]`` in ``[0, 1]``: background, then objects in order."""
+        """The image, float32 ``[3, H, W]`` in ``[0, 1]``: background, then objects."""
         size = self.image_size
         noisy = self.background == "noise"
-        # the noise added at the end is uniform in [0, 2 * half width): shift the colours
+        # the noise added at the end is uniform in [0, 2 * half width):
+        # shift the colours
         # down by its mean first, so that on average every colour stays what it was
         shift = np.float32(_NOISE_HALF_WIDTH if noisy else 0.0)
         image = np.empty((3, size, size), dtype=np.float32)
         if noisy:
             # texture: a smooth random wave down the rows plus one across the columns
-            knots = rng.random((2, 3, _TEXTURE_KNOTS), dtype=np.float32) * 2 - 1  # in [-1, 1)
+            knots = (
+                rng.random((2, 3, _TEXTURE_KNOTS), dtype=np.float32) * 2 - 1
+            )  # in [-1, 1)
             weights = _interpolation_matrix(size, _TEXTURE_KNOTS)
             waves = np.zeros((2, 3, size), dtype=np.float32)
-            for k in range(_TEXTURE_KNOTS):  # elementwise, so exactly rounded everywhere
+            for k in range(
+                _TEXTURE_KNOTS
+            ):  # elementwise, so exactly rounded everywhere
                 waves += knots[:, :, k, None] * weights[:, k]
             waves[0] += (background - shift)[:, None]
             np.add(waves[0][:, :, None], waves[1][:, None, :], out=image)
@@ -491,7 +544,9 @@ class ShapesDataset(Dataset):
             region = image[:, obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
             np.copyto(region, colour[:, None, None], where=obj.mask)
         if noisy:  # 256 noise levels from random bytes: faster than random floats
-            noise = np.frombuffer(rng.bytes(image.size), dtype=np.uint8).reshape(image.shape)
+            noise = np.frombuffer(rng.bytes(image.size), dtype=np.uint8).reshape(
+                image.shape
+            )
             image += noise * np.float32(2 * _NOISE_HALF_WIDTH / 255)
         return torch.from_numpy(image).clamp_(0.0, 1.0)
 

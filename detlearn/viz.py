@@ -1,4 +1,5 @@
-"""Pictures for the chapters: images, boxes, detections and dataset tours (matplotlib only).
+"""Pictures for the chapters: images, boxes, detections and dataset tours
+(matplotlib only).
 
 Nothing else in detlearn imports this module. The helpers draw on matplotlib
 axes and return them (or the figure); they never call ``plt.show()``, which
@@ -72,7 +73,8 @@ def _image_hwc(image: Any) -> np.ndarray:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ValueError(
-            f"image must be [3, H, W] or [H, W] (tensor) or [H, W, 3] (array), got {array.shape}"
+            "image must be [3, H, W] or [H, W] (tensor) or [H, W, 3] (array), "
+            f"got {array.shape}"
         )
     return array
 
@@ -141,7 +143,9 @@ def draw_boxes(
     scores_np = None if scores is None else _to_numpy(scores).astype(float).reshape(-1)
     for name, values in (("labels", labels_np), ("scores", scores_np)):
         if values is not None and len(values) != n:
-            raise ValueError(f"{name} must have one entry per box ({n}), got {len(values)}")
+            raise ValueError(
+                f"{name} must have one entry per box ({n}), got {len(values)}"
+            )
 
     # a caption sits inside its box when the box is close to the image's top edge
     top, bottom = sorted(ax.get_ylim())
@@ -183,7 +187,9 @@ def draw_boxes(
 def _grid(count: int, ncols: int, size: float) -> tuple[Figure, list[Axes]]:
     ncols = max(1, min(ncols, count))
     nrows = max(1, math.ceil(count / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False
+    )
     flat = list(axes.ravel())
     for ax in flat[count:]:
         ax.axis("off")
@@ -223,13 +229,20 @@ def show_detections(
     for name, per_image in (("predictions", predictions), ("targets", targets)):
         if per_image is not None and len(per_image) != len(images):
             raise ValueError(
-                f"{name} must have one dict per image ({len(images)}), got {len(per_image)}"
+                f"{name} must have one dict per image ({len(images)}), "
+                f"got {len(per_image)}"
             )
     fig, axes = _grid(len(images), ncols, size)
     for k, image in enumerate(images):
         ax = show_image(image, ax=axes[k])
         if targets is not None:
-            draw_boxes(ax, targets[k]["boxes"], color=_TARGET_COLOR, linestyle="--", linewidth=1.0)
+            draw_boxes(
+                ax,
+                targets[k]["boxes"],
+                color=_TARGET_COLOR,
+                linestyle="--",
+                linewidth=1.0,
+            )
         if predictions is not None:
             prediction = predictions[k]
             scores = _to_numpy(prediction["scores"]).reshape(-1)
@@ -282,7 +295,9 @@ def show_dataset(
             show_image(image, ax=axes[k], title=f"#{start + k}")
             draw_boxes(axes[k], target["boxes"], labels=labels, class_names=class_names)
         else:
-            names = [class_names[int(x)] if class_names else str(int(x)) for x in labels]
+            names = [
+                class_names[int(x)] if class_names else str(int(x)) for x in labels
+            ]
             show_image(image, ax=axes[k], title=f"#{start + k}: {', '.join(names)}")
     fig.tight_layout()
     return fig
@@ -321,6 +336,8 @@ def show_source(obj: Any) -> SourceCode:
         a :class:`SourceCode` whose text is the dedented source.
     """
     if not (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.ismethod(obj)):
-        raise ValueError(f"obj must be a function, class or method, got {type(obj).__name__}")
+        raise ValueError(
+            f"obj must be a function, class or method, got {type(obj).__name__}"
+        )
     source = textwrap.dedent(inspect.getsource(inspect.unwrap(obj)))
     return SourceCode(source if source.endswith("\n") else source + "\n")

@@ -15,7 +15,8 @@ from sphinx.application import Sphinx
 
 
 def _key(script) -> tuple:
-    """(file, inline body); an inline script's file is None or "" depending on how it was added."""
+    """(file, inline body); an inline script's file is None or "" depending on
+    how it was added."""
     attributes = getattr(script, "attributes", None) or {}
     return (str(getattr(script, "filename", script) or ""), attributes.get("body", ""))
 
@@ -39,6 +40,7 @@ def drop_repeated_scripts(
 
 
 def setup(app: Sphinx) -> dict:
-    # Late, after the other extensions (MathJax, for one) have added their scripts to the page.
+    # Late, after the other extensions (MathJax, for one) have added their
+    # scripts to the page.
     app.connect("html-page-context", drop_repeated_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

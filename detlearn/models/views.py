@@ -36,10 +36,16 @@ def view_steps(k: int, height: int, width: int) -> list[Step]:
 
     A non-square image has no transposition: its views 4 to 7 repeat views 0 to 3.
     """
-    return [step for step in Step if k & step and (step is not Step.TRANSPOSE or height == width)]
+    return [
+        step
+        for step in Step
+        if k & step and (step is not Step.TRANSPOSE or height == width)
+    ]
 
 
-def move_boxes(boxes: torch.Tensor, step: Step, height: int, width: int) -> torch.Tensor:
+def move_boxes(
+    boxes: torch.Tensor, step: Step, height: int, width: int
+) -> torch.Tensor:
     """xyxy boxes ``[N, 4]`` in pixels after one step on a ``height x width`` image."""
     x1, y1, x2, y2 = boxes.unbind(1)
     if step is Step.FLIP_LEFT_RIGHT:
@@ -98,7 +104,8 @@ def detect_views(
         raise ValueError(f"views must be an integer from 1 to 8, got {views!r}")
     if views > 4 and height != width:
         raise ValueError(
-            f"views above 4 transpose the image, which must be square, got {height}x{width}"
+            "views above 4 transpose the image, which must be square, "
+            f"got {height}x{width}"
         )
     if views == 1:
         return model(images)
@@ -112,9 +119,12 @@ def detect_views(
     merged = []
     for per_view in zip(*seen, strict=True):
         boxes, labels, scores = (
-            torch.cat([out[key] for out in per_view]) for key in ("boxes", "labels", "scores")
+            torch.cat([out[key] for out in per_view])
+            for key in ("boxes", "labels", "scores")
         )
-        keep = batched_nms(boxes, scores, labels, model.nms_thresh)[: model.detections_per_img]
+        keep = batched_nms(boxes, scores, labels, model.nms_thresh)[
+            : model.detections_per_img
+        ]
         boxes = box_voting(boxes, scores, keep, voting_thresh, labels)
         merged.append({"boxes": boxes, "labels": labels[keep], "scores": scores[keep]})
     return merged
