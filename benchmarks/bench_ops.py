@@ -41,9 +41,7 @@ def clustered_boxes(n: int, seed: int = 0, centres: int = 300, image: float = 10
     cxy = centre[pick] + torch.randn(n, 2, generator=g) * 0.1 * size[pick]
     wh = size[pick] * (1 + 0.2 * torch.randn(n, 2, generator=g)).clamp(min=0.2)
     boxes = torch.cat((cxy - wh / 2, cxy + wh / 2), dim=1)
-    scores = (
-        torch.randperm(n, generator=g).float() / n
-    )  # untied, so the order is unique
+    scores = torch.randperm(n, generator=g).float() / n  # untied, so the order is unique
     return boxes, scores
 
 
@@ -53,9 +51,7 @@ def random_boxes(n: int, seed: int):
     return torch.cat((xy, xy + 5 + torch.rand(n, 2, generator=g) * 100), dim=1)
 
 
-def interleaved(
-    ours: Callable, ref: Callable, repeats: int
-) -> tuple[float, float, bool]:
+def interleaved(ours: Callable, ref: Callable, repeats: int) -> tuple[float, float, bool]:
     """Median seconds of ``ours`` and ``ref``, timed alternately, and whether
     they agree."""
     same = torch.equal(ours(), ref())  # also a warm-up
@@ -94,18 +90,14 @@ print((status_kb("VmHWM:") - before) / 1024)
 def peak_extra_mb(fn: str) -> float:
     here = str(Path(__file__).resolve().parent)
     code = _MEMORY_PROBE.format(here=here, fn=fn)
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument(
-        "--threads", type=int, default=2, help="intra-op threads (default 2)"
-    )
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -126,9 +118,7 @@ def main() -> None:
         lambda: tvo.nms(boxes, scores, 0.5),
         args.repeats,
     )
-    rows.append(
-        ("nms, 1,000 boxes in 50 clusters of ~20, IoU 0.5", ours, ref, same, 2.0)
-    )
+    rows.append(("nms, 1,000 boxes in 50 clusters of ~20, IoU 0.5", ours, ref, same, 2.0))
 
     boxes, scores = clustered_boxes(10_000, seed=1)
     idxs = torch.randint(0, 80, (10_000,), generator=torch.Generator().manual_seed(2))
@@ -147,15 +137,9 @@ def main() -> None:
     )
     rows.append(("box_iou, 10,000 x 1,000", ours, ref, same, 0.5))
 
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"median of {args.repeats}"
-    )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print()
-    print(
-        "| operation | detlearn (ms) | torchvision (ms) | ratio | target "
-        "| identical | ok |"
-    )
+    print("| operation | detlearn (ms) | torchvision (ms) | ratio | target | identical | ok |")
     print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
     for name, ours, ref, same, target in rows:
         ratio = ours / ref

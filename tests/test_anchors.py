@@ -76,23 +76,15 @@ def test_make_anchors_matches_definition(feature_size, stride, sizes, ratios):
     )
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-9)
     areas = (ours[:, 2] - ours[:, 0]) * (ours[:, 3] - ours[:, 1])
-    expected_areas = torch.tensor(
-        [s * s for _ in ratios for s in sizes], dtype=torch.float64
-    )
+    expected_areas = torch.tensor([s * s for _ in ratios for s in sizes], dtype=torch.float64)
     n_loc = feature_size[0] * feature_size[1]
-    torch.testing.assert_close(
-        areas, expected_areas.repeat(n_loc), rtol=1e-9, atol=1e-9
-    )
+    torch.testing.assert_close(areas, expected_areas.repeat(n_loc), rtol=1e-9, atol=1e-9)
 
 
 def test_make_anchors_dtype_device_and_int_stride():
-    a = make_anchors(
-        (2, 2), 16, [32], [0.5, 1.0, 2.0], dtype=torch.float64, device="cpu"
-    )
+    a = make_anchors((2, 2), 16, [32], [0.5, 1.0, 2.0], dtype=torch.float64, device="cpu")
     assert a.dtype == torch.float64 and a.device.type == "cpu" and a.shape == (12, 4)
-    torch.testing.assert_close(
-        a, make_anchors((2, 2), (16, 16), [32], [0.5, 1, 2]).double()
-    )
+    torch.testing.assert_close(a, make_anchors((2, 2), (16, 16), [32], [0.5, 1, 2]).double())
     assert make_anchors((0, 4), 8, [16], [1.0]).shape == (0, 4)
 
 
@@ -145,31 +137,19 @@ def test_encode_decode_equal_box_coder(weights, dtype, pair):
     assert deltas.dtype == dtype and deltas.shape == gt.shape
     torch.testing.assert_close(deltas, coder.encode_single(gt, anchors), rtol=0, atol=0)
     decoded = decode_boxes(deltas, anchors, weights)
-    torch.testing.assert_close(
-        decoded, coder.decode_single(deltas, anchors), rtol=0, atol=0
-    )
-    tol = (
-        dict(rtol=1e-4, atol=1e-3)
-        if dtype == torch.float32
-        else dict(rtol=1e-9, atol=1e-9)
-    )
+    torch.testing.assert_close(decoded, coder.decode_single(deltas, anchors), rtol=0, atol=0)
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-9)
     # decode(encode(x)) == x, once the default cap on growth (62.5x) is lifted
-    torch.testing.assert_close(
-        decode_boxes(deltas, anchors, weights, clip=math.inf), gt, **tol
-    )
+    torch.testing.assert_close(decode_boxes(deltas, anchors, weights, clip=math.inf), gt, **tol)
 
 
-@given(
-    pair=box_pairs(), scale=st.floats(1, 50), clip=st.sampled_from([1.0, 4.0, math.inf])
-)
+@given(pair=box_pairs(), scale=st.floats(1, 50), clip=st.sampled_from([1.0, 4.0, math.inf]))
 def test_decode_clip_equals_box_coder(pair, scale, clip):
     _, anchors = pair
     g = torch.Generator().manual_seed(len(anchors))
     deltas = torch.randn(len(anchors), 4, generator=g, dtype=torch.float64) * scale
     ours = decode_boxes(deltas, anchors, (10.0, 10.0, 5.0, 5.0), clip=clip)
-    ref = BoxCoder((10.0, 10.0, 5.0, 5.0), bbox_xform_clip=clip).decode_single(
-        deltas, anchors
-    )
+    ref = BoxCoder((10.0, 10.0, 5.0, 5.0), bbox_xform_clip=clip).decode_single(deltas, anchors)
     torch.testing.assert_close(ours, ref, rtol=0, atol=0)
 
 
@@ -185,9 +165,7 @@ def test_encode_worked_example():
     deltas = encode_boxes(gt, anchor)
     torch.testing.assert_close(deltas, torch.tensor([[0.7, 0.2, math.log(2.0), 0.0]]))
     deltas = encode_boxes(gt, anchor, (10.0, 10.0, 5.0, 5.0))
-    torch.testing.assert_close(
-        deltas, torch.tensor([[7.0, 2.0, 5 * math.log(2.0), 0.0]])
-    )
+    torch.testing.assert_close(deltas, torch.tensor([[7.0, 2.0, 5 * math.log(2.0), 0.0]]))
 
 
 def test_encode_decode_empty():
@@ -249,9 +227,7 @@ def iou_matrices(draw):
 
 @given(
     iou=iou_matrices(),
-    thresholds=st.sampled_from(
-        [(0.5, 0.4), (0.7, 0.3), (0.5, 0.5), (1.0, 0.0), (0.4, 0.1)]
-    ),
+    thresholds=st.sampled_from([(0.5, 0.4), (0.7, 0.3), (0.5, 0.5), (1.0, 0.0), (0.4, 0.1)]),
     low_quality=st.booleans(),
 )
 def test_matcher_equals_torchvision(iou, thresholds, low_quality):
@@ -264,9 +240,7 @@ def test_matcher_equals_torchvision(iou, thresholds, low_quality):
 
 @given(iou=iou_matrices(), low_quality=st.booleans())
 def test_matcher_equals_torchvision_on_continuous_values(iou, low_quality):
-    noisy = (
-        iou + torch.rand(iou.shape, generator=torch.Generator().manual_seed(0)) * 0.05
-    )
+    noisy = iou + torch.rand(iou.shape, generator=torch.Generator().manual_seed(0)) * 0.05
     ours = Matcher(0.5, 0.4, low_quality)(noisy)
     assert torch.equal(ours, TvMatcher(0.5, 0.4, low_quality)(noisy))
 
@@ -277,9 +251,7 @@ def test_matcher_equals_torchvision_on_continuous_values(iou, low_quality):
     low_quality=st.booleans(),
     seed=st.integers(0, 999),
 )
-def test_match_batch_equals_torchvision_image_by_image(
-    sizes, num_anchors, low_quality, seed
-):
+def test_match_batch_equals_torchvision_image_by_image(sizes, num_anchors, low_quality, seed):
     """Images with different numbers of objects (none included) matched in one go."""
     g = torch.Generator().manual_seed(seed)
     matrices = [torch.randint(0, 8, (n, num_anchors), generator=g) / 8 for n in sizes]
@@ -313,9 +285,7 @@ def random_batch(g: torch.Generator, num_anchors: int) -> list[torch.Tensor]:
 def test_match_batch_equals_call_image_by_image():
     """The fast batched kernel gives exactly what the readable ``__call__`` gives."""
     g = torch.Generator().manual_seed(0)
-    settings = list(
-        itertools.product(CASES, [False, True], [torch.float32, torch.float64])
-    )
+    settings = list(itertools.product(CASES, [False, True], [torch.float32, torch.float64]))
     checked = 0
     for trial in range(240):
         (high, low), low_quality, dtype = settings[trial % len(settings)]
@@ -347,9 +317,7 @@ def test_kernel_codes_are_the_matchers():
     assert matching.BETWEEN_THRESHOLDS == Matcher.BETWEEN_THRESHOLDS
 
 
-@pytest.mark.parametrize(
-    "obj", [make_anchors, Matcher.__call__, encode_boxes, decode_boxes]
-)
+@pytest.mark.parametrize("obj", [make_anchors, Matcher.__call__, encode_boxes, decode_boxes])
 def test_shown_code_reads_whole(obj):
     """The chapters show these: a screenful, no hidden helper but the checks."""
     source = inspect.getsource(obj)
@@ -362,9 +330,7 @@ def test_shown_code_reads_whole(obj):
 def test_match_batch_empty_and_rejects_bad_input():
     m = Matcher(0.5, 0.4, True)
     assert m.match_batch([]).shape == (0, 0)
-    assert (
-        m.match_batch([torch.zeros(0, 3), torch.zeros(0, 3)]).tolist() == [[-1] * 3] * 2
-    )
+    assert m.match_batch([torch.zeros(0, 3), torch.zeros(0, 3)]).tolist() == [[-1] * 3] * 2
     assert m.match_batch([torch.zeros(2, 0)]).shape == (1, 0)
     with pytest.raises(ValueError, match="same number of columns"):
         m.match_batch([torch.zeros(1, 3), torch.zeros(1, 4)])

@@ -29,9 +29,7 @@ PAIRWISE = {
 # --- strategies ---------------------------------------------------------------
 
 
-def assert_equal_where_defined(
-    ours: torch.Tensor, ref: torch.Tensor, fill: torch.Tensor
-) -> None:
+def assert_equal_where_defined(ours: torch.Tensor, ref: torch.Tensor, fill: torch.Tensor) -> None:
     """Equal to the reference wherever it is a number; ``fill`` where it is NaN."""
     assert ours.shape == ref.shape and ours.dtype == ref.dtype
     assert not torch.isnan(ours).any()
@@ -64,9 +62,7 @@ def test_generalized_box_iou_equals_torchvision(dtype, rows1, rows2):
     ours = B.generalized_box_iou(b1, b2)
     # torchvision is NaN where IoU is 0/0 (both boxes have zero area). GIoU is
     # then 0 - (C - U) / C = -1 when the enclosing area C > 0, and 0 when C = 0.
-    enclosing = torch.max(b1[:, None, 2:], b2[:, 2:]) - torch.min(
-        b1[:, None, :2], b2[:, :2]
-    )
+    enclosing = torch.max(b1[:, None, 2:], b2[:, 2:]) - torch.min(b1[:, None, :2], b2[:, :2])
     fill = torch.where(enclosing.prod(-1) > 0, -1.0, 0.0).to(dtype)
     assert_equal_where_defined(ours, tvo.generalized_box_iou(b1, b2), fill)
     assert ((ours >= -1) & (ours <= 1)).all()
@@ -122,9 +118,7 @@ def test_complete_box_iou_zero_height_is_the_limit(rows1, rows2):
     assert not torch.isnan(ours).any()
     # where b2 is at least 0.01 high the nudge moves IoU by < 1e-12 * 300 / 0.01
     ok = (flat1[:, 2] > flat1[:, 0])[:, None] & (b2[:, 3] - b2[:, 1] >= 0.01)[None, :]
-    torch.testing.assert_close(
-        ours[ok], B.complete_box_iou(nudged, b2)[ok], atol=1e-6, rtol=0
-    )
+    torch.testing.assert_close(ours[ok], B.complete_box_iou(nudged, b2)[ok], atol=1e-6, rtol=0)
 
 
 FORMATS = ["xyxy", "xywh", "cxcywh"]
@@ -155,9 +149,7 @@ def test_area_clip_remove_small_equal_torchvision(dtype, rows, size):
     boxes = as_boxes(rows, dtype)
     torch.testing.assert_close(B.box_area(boxes), tvo.box_area(boxes), rtol=0, atol=0)
     clipped = B.clip_boxes_to_image(boxes, size)
-    torch.testing.assert_close(
-        clipped, tvo.clip_boxes_to_image(boxes, size), rtol=0, atol=0
-    )
+    torch.testing.assert_close(clipped, tvo.clip_boxes_to_image(boxes, size), rtol=0, atol=0)
     for min_size in (0.0, 1.0, 10.0, 20.5):
         ours = B.remove_small_boxes(boxes, min_size)
         assert ours.dtype == torch.int64
@@ -227,9 +219,7 @@ def test_huge_coordinates():
     ):
         torch.testing.assert_close(fn(big, big), fn(small, small), rtol=1e-9, atol=1e-9)
     big32 = big.float()
-    torch.testing.assert_close(
-        B.box_iou(big32, big32), tvo.box_iou(big32, big32), rtol=0, atol=0
-    )
+    torch.testing.assert_close(B.box_iou(big32, big32), tvo.box_iou(big32, big32), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("fn", [v[0] for v in PAIRWISE.values()], ids=list(PAIRWISE))
@@ -263,9 +253,7 @@ def test_integer_boxes_are_promoted_to_float32():
 
 def test_gradients_flow_through_pairwise_functions():
     b1 = t([[0, 0, 10, 10], [2, 3, 9, 7]], torch.float64).requires_grad_()
-    b2 = t(
-        [[1, 1, 8, 12], [20, 0, 30, 4], [0, 0, 10, 10.5]], torch.float64
-    ).requires_grad_()
+    b2 = t([[1, 1, 8, 12], [20, 0, 30, 4], [0, 0, 10, 10.5]], torch.float64).requires_grad_()
     for fn in (B.box_iou, B.generalized_box_iou, B.distance_box_iou):
         assert torch.autograd.gradcheck(fn, (b1, b2))
     # CIoU treats alpha as a constant, so compare with torchvision instead of gradcheck
@@ -405,6 +393,4 @@ class TestCuda:
                 B.clip_boxes_to_image(gpu, (50, 60)).cpu(),
                 B.clip_boxes_to_image(cpu, (50, 60)),
             )
-            assert torch.equal(
-                B.remove_small_boxes(gpu, 5).cpu(), B.remove_small_boxes(cpu, 5)
-            )
+            assert torch.equal(B.remove_small_boxes(gpu, 5).cpu(), B.remove_small_boxes(cpu, 5))

@@ -70,9 +70,7 @@ def test_smooth_l1_equals_torch(pair):
             if a.numel() == 0 and reduction == "mean":  # torch gives NaN; detlearn 0
                 assert ours[0].item() == 0.0
                 continue
-            assert_same_value_and_grads(
-                ours, value_and_grads(F.smooth_l1_loss, a, b, **kwargs)
-            )
+            assert_same_value_and_grads(ours, value_and_grads(F.smooth_l1_loss, a, b, **kwargs))
 
 
 def test_smooth_l1_at_beta_boundary():
@@ -268,9 +266,7 @@ def test_loss_parameters_are_checked():
 )
 def test_box_losses_reject_bad_input(name, bad, what):
     fn = BOX_LOSSES[name][0]
-    with pytest.raises(
-        ValueError, match=f"boxes1.*{what}|{what}.*boxes1|boxes1 and boxes2"
-    ):
+    with pytest.raises(ValueError, match=f"boxes1.*{what}|{what}.*boxes1|boxes1 and boxes2"):
         fn(bad, BOXES)
     with pytest.raises(ValueError, match="boxes2"):
         fn(BOXES, bad)
@@ -295,9 +291,7 @@ class TestCuda:
             for reduction in REDUCTIONS:
                 out = fn(b1.cuda(), b2.cuda(), reduction=reduction)
                 assert out.device.type == "cuda"
-                torch.testing.assert_close(
-                    out.cpu(), fn(b1, b2, reduction=reduction), msg=name
-                )
+                torch.testing.assert_close(out.cpu(), fn(b1, b2, reduction=reduction), msg=name)
         x, y = torch.randn(4, 9, generator=g), torch.randn(4, 9, generator=g)
         torch.testing.assert_close(
             L.smooth_l1_loss(x.cuda(), y.cuda()).cpu(), L.smooth_l1_loss(x, y)
@@ -318,9 +312,7 @@ def hard_negatives_by_definition(loss, positive, negative, ratio):
     for b in range(loss.shape[0]):
         wanted = ratio * int(positive[b].sum())
         candidates = [i for i in range(loss.shape[1]) if negative[b, i]]
-        candidates.sort(
-            key=lambda i: (-float(loss[b, i]), i)
-        )  # hardest first, ties in order
+        candidates.sort(key=lambda i: (-float(loss[b, i]), i))  # hardest first, ties in order
         for i in candidates[:wanted]:
             keep[b, i] = True
     return keep
@@ -334,9 +326,7 @@ def hard_negatives_by_definition(loss, positive, negative, ratio):
     st.integers(0, 2**31 - 1),
     st.booleans(),
 )
-def test_hard_negative_mask_equals_its_definition(
-    batch, anchors, ratio, seed, with_ignored
-):
+def test_hard_negative_mask_equals_its_definition(batch, anchors, ratio, seed, with_ignored):
     generator = torch.Generator().manual_seed(seed)
     # few distinct values, so ties happen
     loss = torch.randint(0, 5, (batch, anchors), generator=generator).float()
@@ -345,15 +335,11 @@ def test_hard_negative_mask_equals_its_definition(
     if with_ignored:
         negative &= torch.rand(batch, anchors, generator=generator) < 0.8
     ours = L.hard_negative_mask(loss, positive, negative, ratio)
-    assert torch.equal(
-        ours, hard_negatives_by_definition(loss, positive, negative, ratio)
-    )
+    assert torch.equal(ours, hard_negatives_by_definition(loss, positive, negative, ratio))
 
 
 def test_hard_negative_mask_by_hand():
-    loss = torch.tensor(
-        [[0.1, 2.0, 0.5, 3.0, 0.2, 0.9], [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]]
-    )
+    loss = torch.tensor([[0.1, 2.0, 0.5, 3.0, 0.2, 0.9], [5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
     positive = torch.tensor([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     keep = L.hard_negative_mask(loss, positive, ratio=3)
     # image 0: the positive and the three largest negative losses (3.0, 2.0, 0.9);

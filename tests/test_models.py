@@ -50,9 +50,7 @@ def overfit(model, images, targets, steps, lr=1e-2):
 
 
 def test_backbone_returns_maps_at_the_requested_strides():
-    backbone = Backbone(
-        (8, 16, 24, 32, 40), out_strides=(8, 16)
-    )  # stage k has stride 2**k
+    backbone = Backbone((8, 16, 24, 32, 40), out_strides=(8, 16))  # stage k has stride 2**k
     features = backbone(torch.rand(2, 3, 64, 40))
     assert [f.shape for f in features] == [(2, 32, 8, 5), (2, 40, 4, 2)]
     assert backbone.out_channels == (32, 40)
@@ -140,9 +138,7 @@ def test_detector_anchors_match_the_heads():
     model = TinyDetector(3)
     anchors = model.anchors_for((SIZE, SIZE))
     logits, deltas = model.predict_raw(torch.rand(2, 3, SIZE, SIZE))
-    for level_anchors, level_logits, level_deltas in zip(
-        anchors, logits, deltas, strict=True
-    ):
+    for level_anchors, level_logits, level_deltas in zip(anchors, logits, deltas, strict=True):
         assert level_logits.shape == (2, len(level_anchors), 3)
         assert level_deltas.shape == (2, len(level_anchors), 4)
     # strides 4, 8 and 16: 16 x 16, 8 x 8 and 4 x 4 locations, 2 sizes each
@@ -157,9 +153,7 @@ def test_detector_assign():
     assert matched.shape == (4, len(anchors)) and matched.dtype == torch.int64
     for t, m in zip(targets, matched[:3], strict=True):
         assert m.min() >= Matcher.BETWEEN_THRESHOLDS and m.max() < len(t["boxes"])
-        assert set(m[m >= 0].tolist()) == set(
-            range(len(t["boxes"]))
-        )  # every object is matched
+        assert set(m[m >= 0].tolist()) == set(range(len(t["boxes"])))  # every object is matched
     assert (matched[3] == Matcher.BELOW_LOW_THRESHOLD).all()
 
 
@@ -203,9 +197,7 @@ def test_detector_trains_on_images_without_objects():
     all_empty = model(images, [empty_target(), empty_target()])
     assert all_empty["loss_box"] == 0 and torch.isfinite(all_empty["loss_cls"])
     sum(all_empty.values()).backward()  # gradients reach the class head only
-    assert all(
-        torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
-    )
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_detector_overfits_one_batch():
@@ -264,9 +256,7 @@ def test_detector_loss_is_a_sum_over_foreground_divided_by_its_count():
     alpha_t = 0.25 * y + 0.75 * (1 - y)
     focal = (alpha_t * (1 - p_t) ** 2 * ce).sum()
 
-    encoded = encode_boxes(
-        targets[0]["boxes"][matched_box], anchors[:4], model.box_weights
-    )
+    encoded = encode_boxes(targets[0]["boxes"][matched_box], anchors[:4], model.box_weights)
     diff, beta = (deltas[0, :4] - encoded).abs(), 1.0 / 9.0
     smooth_l1 = torch.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta).sum()
 
@@ -289,9 +279,7 @@ def test_detector_hard_negative_loss_equals_its_definition():
     deltas = torch.randn(3, len(anchors), 4)
     loss = model.compute_loss(logits, deltas, anchors, targets)["loss_cls"]
 
-    matched = Matcher(0.5, 0.4, True).match_batch(
-        [box_iou(t["boxes"], anchors) for t in targets]
-    )
+    matched = Matcher(0.5, 0.4, True).match_batch([box_iou(t["boxes"], anchors) for t in targets])
     total, positives = torch.tensor(0.0), 0
     for b in range(3):
         y = torch.zeros(len(anchors), 3)
@@ -325,24 +313,18 @@ def test_detector_box_voting_moves_only_the_boxes():
     images = torch.rand(2, 3, SIZE, SIZE)
     moved = 0
     for a, b in zip(plain(images), voting(images), strict=True):
-        assert torch.equal(a["scores"], b["scores"]) and torch.equal(
-            a["labels"], b["labels"]
-        )
+        assert torch.equal(a["scores"], b["scores"]) and torch.equal(a["labels"], b["labels"])
         moved += int((a["boxes"] != b["boxes"]).any(dim=1).sum())
     assert moved > 0
 
 
-@pytest.mark.parametrize(
-    "model", [Classifier(3), Localizer(3, image_size=SIZE), TinyDetector(3)]
-)
+@pytest.mark.parametrize("model", [Classifier(3), Localizer(3, image_size=SIZE), TinyDetector(3)])
 def test_training_mode_needs_targets(model):
     with pytest.raises(ValueError, match="targets"):
         model.train()(torch.rand(2, 3, SIZE, SIZE))
 
 
-@pytest.mark.parametrize(
-    "images", [torch.rand(3, SIZE, SIZE), [torch.rand(1, SIZE, SIZE)], []]
-)
+@pytest.mark.parametrize("images", [torch.rand(3, SIZE, SIZE), [torch.rand(1, SIZE, SIZE)], []])
 def test_bad_images_raise(images):
     with pytest.raises(ValueError, match="image"):
         TinyDetector(3).eval()(images)
@@ -398,9 +380,7 @@ def test_detector_settings_live_in_one_frozen_config():
 def test_classifier_and_localizer_configs():
     assert Classifier(3, pool="avg").config == ClassifierConfig(3, pool="avg")
     localizer = Localizer(3, image_size=SIZE, box_loss="l2", lam=2)
-    assert localizer.config == LocalizerConfig(
-        3, image_size=SIZE, box_loss="l2", lam=2.0
-    )
+    assert localizer.config == LocalizerConfig(3, image_size=SIZE, box_loss="l2", lam=2.0)
     assert localizer.image_size == SIZE and localizer.lam == 2.0
     localizer.lam = 0.5
     assert localizer.config.lam == 0.5
@@ -454,9 +434,7 @@ def test_detector_whose_head_predicts_the_truth_returns_it(monkeypatch):
     anchors = model.anchors_for((SIZE, SIZE))
     logits = [torch.full((2, len(a), 3), -10.0) for a in anchors]  # sigmoid 5e-5
     deltas = [torch.zeros(2, len(a), 4) for a in anchors]
-    level_of = torch.cat(
-        [torch.full((len(a),), level) for level, a in enumerate(anchors)]
-    )
+    level_of = torch.cat([torch.full((len(a),), level) for level, a in enumerate(anchors)])
     first_row = torch.tensor([0] + [len(a) for a in anchors]).cumsum(0)
     for b, target in enumerate(TRUTH):
         best = box_iou(target["boxes"], torch.cat(anchors)).argmax(dim=1)
@@ -466,9 +444,7 @@ def test_detector_whose_head_predicts_the_truth_returns_it(monkeypatch):
             row = int(n - first_row[level])
             anchor = anchors[level][row]
             logits[level][b, row, label] = 10.0
-            deltas[level][b, row] = encode_boxes(
-                box[None], anchor[None], model.box_weights
-            )[0]
+            deltas[level][b, row] = encode_boxes(box[None], anchor[None], model.box_weights)[0]
     monkeypatch.setattr(model, "predict_raw", lambda images: (logits, deltas))
 
     outputs = model(torch.zeros(2, 3, SIZE, SIZE))

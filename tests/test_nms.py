@@ -40,9 +40,7 @@ def detections(draw, max_size: int = 30, ties: bool = False):
     rows = draw(box_lists(max_size=max_size))
     n = len(rows)
     if ties:
-        scores = draw(
-            st.lists(st.sampled_from([0.2, 0.5, 0.9]), min_size=n, max_size=n)
-        )
+        scores = draw(st.lists(st.sampled_from([0.2, 0.5, 0.9]), min_size=n, max_size=n))
     else:
         scores = [p / max(n, 1) for p in draw(st.permutations(range(n)))]
     return rows, scores
@@ -52,9 +50,7 @@ def detections(draw, max_size: int = 30, ties: bool = False):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@given(
-    data=detections(), iou_threshold=THRESHOLDS, tile=st.sampled_from([1, 3, 8, 256])
-)
+@given(data=detections(), iou_threshold=THRESHOLDS, tile=st.sampled_from([1, 3, 8, 256]))
 def test_nms_equals_torchvision(dtype, data, iou_threshold, tile):
     rows, scores = data
     boxes, scores = as_boxes(rows, dtype), torch.tensor(scores, dtype=dtype)
@@ -66,9 +62,7 @@ def test_nms_equals_torchvision(dtype, data, iou_threshold, tile):
     assert torch.equal(N.nms_reference(boxes, scores, iou_threshold), ref)
 
 
-@given(
-    data=detections(ties=True), iou_threshold=THRESHOLDS, tile=st.sampled_from([2, 256])
-)
+@given(data=detections(ties=True), iou_threshold=THRESHOLDS, tile=st.sampled_from([2, 256]))
 def test_nms_with_tied_scores_visits_by_index(data, iou_threshold, tile):
     """torchvision's CPU kernel sorts stably too, so even ties give the same keep."""
     rows, scores = data
@@ -97,9 +91,7 @@ def test_nms_reference_on_many_boxes():
 
 
 def test_iou_equal_to_threshold_is_kept():
-    boxes = torch.tensor(
-        [[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]]
-    )  # IoU exactly 0.5
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [0.0, 0.0, 1.0, 1.0]])  # IoU exactly 0.5
     scores = torch.tensor([0.9, 0.8])
     for fn in (N.nms, N.nms_reference, tvo.nms):
         assert fn(boxes, scores, 0.5).tolist() == [0, 1]
@@ -118,9 +110,7 @@ def test_threshold_compared_in_double_like_torchvision():
 
 
 def test_nms_thresholds_zero_and_one():
-    boxes = torch.tensor(
-        [[0.0, 0, 10, 10], [0, 0, 10, 10], [9, 9, 20, 20], [30, 30, 40, 40]]
-    )
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [9, 9, 20, 20], [30, 30, 40, 40]])
     scores = torch.tensor([0.5, 0.9, 0.3, 0.1])
     assert N.nms(boxes, scores, 0.0).tolist() == [1, 3]  # any overlap suppresses
     assert N.nms(boxes, scores, 1.0).tolist() == [1, 0, 2, 3]  # even duplicates survive
@@ -130,12 +120,8 @@ def test_nms_empty_and_one_box():
     empty = N.nms(torch.zeros(0, 4), torch.zeros(0), 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64
     assert N.nms_reference(torch.zeros(0, 4), torch.zeros(0), 0.5).shape == (0,)
-    assert N.nms(torch.tensor([[1.0, 1, 2, 2]]), torch.tensor([0.3]), 0.5).tolist() == [
-        0
-    ]
-    b = N.batched_nms(
-        torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5
-    )
+    assert N.nms(torch.tensor([[1.0, 1, 2, 2]]), torch.tensor([0.3]), 0.5).tolist() == [0]
+    b = N.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
     assert b.shape == (0,) and b.dtype == torch.int64
 
 
@@ -171,9 +157,7 @@ def test_batched_nms_many_boxes_equals_torchvision(iou_threshold, classes):
     """More than 1,000 boxes: torchvision runs nms per class, as detlearn always
     does."""
     boxes, scores = clustered(1500, seed=classes)
-    idxs = torch.randint(
-        0, classes, (1500,), generator=torch.Generator().manual_seed(1)
-    )
+    idxs = torch.randint(0, classes, (1500,), generator=torch.Generator().manual_seed(1))
     ref = tvo.batched_nms(boxes, scores, idxs, iou_threshold)
     assert torch.equal(N.batched_nms(boxes, scores, idxs, iou_threshold), ref)
     keep = K.batched_nms(boxes, scores, idxs, iou_threshold, tile=100, block=5000)
@@ -193,9 +177,7 @@ def test_batched_nms_with_classes_of_very_different_sizes(small_group, group_tab
     idxs = idxs[torch.randperm(len(idxs), generator=torch.Generator().manual_seed(3))]
     ref = tvo.batched_nms(boxes, scores, idxs, 0.5)
     assert torch.equal(N.batched_nms(boxes, scores, idxs, 0.5), ref)
-    keep = K.batched_nms(
-        boxes, scores, idxs, 0.5, small_group=small_group, group_table=group_table
-    )
+    keep = K.batched_nms(boxes, scores, idxs, 0.5, small_group=small_group, group_table=group_table)
     assert sorted(keep.tolist()) == sorted(ref.tolist())
 
 
@@ -206,9 +188,7 @@ def test_batched_nms_is_nms_per_class():
     expected = []
     for c in range(5):
         members = torch.where(idxs == c)[0]
-        expected += members[
-            N.nms_reference(boxes[members], scores[members], 0.5)
-        ].tolist()
+        expected += members[N.nms_reference(boxes[members], scores[members], 0.5)].tolist()
     expected.sort(key=lambda i: -scores[i].item())
     assert keep.tolist() == expected
 
@@ -277,9 +257,7 @@ def test_soft_nms_limits(data):
     keep, new_scores = N.soft_nms(boxes, scores, sigma=1e-12)
     assert torch.equal(keep, tvo.nms(boxes, scores, 0.0))  # tiny sigma: hard NMS at 0
     torch.testing.assert_close(new_scores, scores[keep])
-    keep, new_scores = N.soft_nms(
-        boxes, scores, sigma=1e12
-    )  # huge sigma: nothing changes
+    keep, new_scores = N.soft_nms(boxes, scores, sigma=1e12)  # huge sigma: nothing changes
     assert torch.equal(keep, torch.sort(scores, descending=True, stable=True).indices)
     torch.testing.assert_close(new_scores, scores[keep])
 
@@ -290,9 +268,7 @@ def test_soft_nms_hand_made():
     keep, new_scores = N.soft_nms(boxes, scores, sigma=0.5)
     # box 1 has IoU 0.5 with box 0: 0.8 * exp(-0.25 / 0.5)
     assert keep.tolist() == [0, 2, 1]
-    torch.testing.assert_close(
-        new_scores, torch.tensor([0.9, 0.7, 0.8 * math.exp(-0.5)])
-    )
+    torch.testing.assert_close(new_scores, torch.tensor([0.9, 0.7, 0.8 * math.exp(-0.5)]))
     keep, _ = N.soft_nms(boxes, scores, sigma=0.5, score_threshold=0.75)
     assert keep.tolist() == [0]  # 0.7 starts below, 0.485 falls below
     keep, new_scores = N.soft_nms(torch.zeros(0, 4), torch.zeros(0))
@@ -391,9 +367,7 @@ def test_box_voting_matches_its_definition(data, iou_threshold, classes, seed):
         as_boxes(rows, torch.float64),
         torch.tensor(scores, dtype=torch.float64),
     )
-    idxs = torch.randint(
-        0, classes, (len(boxes),), generator=torch.Generator().manual_seed(seed)
-    )
+    idxs = torch.randint(0, classes, (len(boxes),), generator=torch.Generator().manual_seed(seed))
     keep = N.batched_nms(boxes, scores, idxs, 0.5)
     refined = N.box_voting(boxes, scores, keep, iou_threshold, idxs)
     assert refined.shape == (len(keep), 4) and refined.dtype == boxes.dtype
@@ -401,9 +375,7 @@ def test_box_voting_matches_its_definition(data, iou_threshold, classes, seed):
         refined, voting_by_definition(boxes, scores, keep, iou_threshold, idxs)
     )
     if classes == 1:  # no idxs is the same as a single class
-        torch.testing.assert_close(
-            N.box_voting(boxes, scores, keep, iou_threshold), refined
-        )
+        torch.testing.assert_close(N.box_voting(boxes, scores, keep, iou_threshold), refined)
 
 
 def test_box_voting_on_clustered_detections():
@@ -430,27 +402,21 @@ def test_box_voting_hand_made():
     keep = torch.tensor([2, 0, 3])
     # box 0 and box 1 overlap with IoU 8/12; box 2 has another class; box 3 has no area
     refined = N.box_voting(boxes, scores, keep, 0.6, labels)
-    expected = torch.tensor(
-        [[0.0, 0.0, 10.0, 10.0], [0.5, 0.0, 10.5, 10.0], [50, 50, 50, 60]]
-    )
+    expected = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.5, 0.0, 10.5, 10.0], [50, 50, 50, 60]])
     torch.testing.assert_close(refined, expected)
     # 8/12 < 0.7: every kept box votes alone and comes back bit for bit
     assert torch.equal(N.box_voting(boxes, scores, keep, 0.7, labels), boxes[keep])
     # without classes, box 2 (identical to box 0) votes too:
     # (0.6 b0 + 0.2 b1 + 0.9 b2) / 1.7
     no_classes = N.box_voting(boxes, scores, keep[1:2], 0.6)
-    torch.testing.assert_close(
-        no_classes, torch.tensor([[0.4 / 1.7, 0.0, 10 + 0.4 / 1.7, 10.0]])
-    )
+    torch.testing.assert_close(no_classes, torch.tensor([[0.4 / 1.7, 0.0, 10 + 0.4 / 1.7, 10.0]]))
     # zero scores: the kept box stays where it is
     zero = N.box_voting(boxes, torch.zeros(4), keep, 0.0)
     assert torch.equal(zero, boxes[keep])
 
 
 def test_box_voting_empty_and_rejects_bad_input():
-    empty = N.box_voting(
-        torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
-    )
+    empty = N.box_voting(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
     assert empty.shape == (0, 4)
     none_kept = N.box_voting(BOXES, SCORES, torch.zeros(0, dtype=torch.int64))
     assert none_kept.shape == (0, 4)
@@ -529,6 +495,4 @@ class TestCuda:
         torch.testing.assert_close(s_gpu.cpu(), s_cpu)
         keep = N.batched_nms(boxes, scores, idxs, 0.5)
         voted = N.box_voting(*gpu, keep.cuda(), 0.7, idxs.cuda())
-        torch.testing.assert_close(
-            voted.cpu(), N.box_voting(boxes, scores, keep, 0.7, idxs)
-        )
+        torch.testing.assert_close(voted.cpu(), N.box_voting(boxes, scores, keep, 0.7, idxs))
