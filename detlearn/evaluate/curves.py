@@ -22,12 +22,15 @@ from detlearn.evaluate import _checks
 from detlearn.evaluate.coco_json import Flat, as_numpy, flatten
 
 __all__ = [
+    "AP_METHODS",
     "AREA_RANGES",
     "IOU_THRESHOLDS",
     "MAX_DETS",
     "RECALL_THRESHOLDS",
+    "ImageOfClass",
     "PRCurve",
     "average_precision",
+    "images_of_class",
     "match_detections",
     "precision_envelope",
     "precision_recall_curves",
@@ -44,7 +47,7 @@ AREA_RANGES = {
     "medium": (32.0**2, 96.0**2),
     "large": (96.0**2, 1e5**2),
 }
-_AP_METHODS = ("voc11", "all_points", "coco101")
+AP_METHODS = ("voc11", "all_points", "coco101")
 
 
 # --------------------------------------------------------------------------
@@ -141,7 +144,7 @@ class PRCurve(NamedTuple):
     scores: np.ndarray
 
 
-class _ImageOfClass(NamedTuple):
+class ImageOfClass(NamedTuple):
     """One image's detections and ground truth of one class (float64 ``xywh``)."""
 
     det_box: np.ndarray  # [D, 4], the max_dets best, by decreasing score
@@ -151,8 +154,8 @@ class _ImageOfClass(NamedTuple):
     gt_crowd: np.ndarray  # bool [G]
 
 
-def _images_of_class(flat: Flat, label: int, max_dets: int) -> Iterator[_ImageOfClass]:
-    """Each image's :class:`_ImageOfClass` for ``label``, in image order.
+def images_of_class(flat: Flat, label: int, max_dets: int) -> Iterator[ImageOfClass]:
+    """Each image's :class:`ImageOfClass` for ``label``, in image order.
 
     Detections are sorted by decreasing score, equal scores in input order
     (pycocotools' stable sort), and cut to the ``max_dets`` best. Images
@@ -170,7 +173,7 @@ def _images_of_class(flat: Flat, label: int, max_dets: int) -> Iterator[_ImageOf
         if len(det) == 0 and len(gt) == 0:
             continue
         det = det[np.argsort(-flat.det_score[det], kind="stable")][:max_dets]
-        yield _ImageOfClass(
+        yield ImageOfClass(
             flat.det_box[det],
             flat.det_score[det],
             flat.gt_box[gt],
@@ -218,7 +221,7 @@ def precision_recall_curves(
     curves = {}
     for label in np.unique(flat.gt_label).tolist():
         scores, hits, num_gt = [], [], 0
-        for image in _images_of_class(flat, label, max_dets):
+        for image in images_of_class(flat, label, max_dets):
             ignore = image.gt_crowd | outside(image.gt_area, area_range)
             ious = coco_iou(image.det_box[:, None], image.gt_box, image.gt_crowd)
             matched = match_detections(ious, iou_threshold, ignore, image.gt_crowd)
@@ -278,7 +281,7 @@ def average_precision(
     Returns:
         AP as a float in [0, 1]; 0 for an empty curve.
     """
-    _checks.choice(method, "method", _AP_METHODS)
+    _checks.choice(method, "method", AP_METHODS)
     _checks.pr_curve(recall, precision)
     recall = as_numpy(recall).astype(np.float64)
     precision = as_numpy(precision).astype(np.float64)

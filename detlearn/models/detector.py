@@ -313,7 +313,7 @@ class TinyDetector(ConfiguredModule):
         foreground = matched >= 0
         valid = matched != Matcher.BETWEEN_THRESHOLDS
         num_pos = foreground.sum().clamp(min=1)
-        gt_labels, gt_boxes = self._matched_targets(matched, targets)
+        gt_labels, gt_boxes = self.matched_targets(matched, targets)
 
         # classification against a one-hot target (all zeros for background anchors)
         cls_target = F.one_hot(gt_labels, self.num_classes).to(logits.dtype)
@@ -352,7 +352,7 @@ class TinyDetector(ConfiguredModule):
         return {"loss_cls": loss_cls / num_pos, "loss_box": loss_box / num_pos}
 
     @staticmethod
-    def _matched_targets(
+    def matched_targets(
         matched: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Label ``[B, N]`` and box ``[B, N, 4]`` of each anchor's matched object.
