@@ -12,13 +12,39 @@ is clamped or reordered here. The checks of whole evaluation data sets
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 REDUCTIONS = ("none", "mean", "sum")
+
+
+_state = threading.local()
+
+
+@contextmanager
+def trusted() -> Iterator[None]:
+    """Skip the checks that read tensor values (finiteness, box order) inside the block.
+
+    For a model's hot paths, after its entry point has checked the inputs: the
+    building blocks then work on tensors the model computed itself, and on a GPU
+    each value check would wait for the device. Shape and dtype checks still run.
+    """
+    previous = getattr(_state, "trusted", False)
+    _state.trusted = True
+    try:
+        yield
+    finally:
+        _state.trusted = previous
+
+
+def _reads_values() -> bool:
+    """Whether checks that read tensor values run here (not inside :func:`trusted`)."""
+    return not getattr(_state, "trusted", False)
 
 
 def _shape(t: Tensor) -> list[int]:
@@ -52,7 +78,9 @@ def as_float(t: Tensor, name: str) -> Tensor:
 
 def finite(t: Tensor, name: str) -> None:
     """Reject NaN and +-inf."""
-    if t.is_floating_point() and t.numel() > 0 and not bool(torch.isfinite(t).all()):
+    if not (_reads_values() and t.is_floating_point() and t.numel() > 0):
+        return
+    if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite, got NaN or inf")
 
 
@@ -80,7 +108,7 @@ def boxes(
     else:  # 'xywh' and 'cxcywh' store the width and height themselves
         w, h = t[..., 2], t[..., 3]
         what = "width >= 0 and height >= 0"
-    if not bool(((w >= 0) & (h >= 0)).all()):
+    if _reads_values() and not bool(((w >= 0) & (h >= 0)).all()):
         raise ValueError(
             f"{name} must be {fmt} boxes with {what}; some boxes are inverted"
         )
@@ -206,7 +234,9 @@ def positive_list(value: object, name: str) -> list[float]:
 
 def positive_sides(boxes: Tensor, name: str) -> None:
     """Require xyxy boxes of width > 0 and height > 0 (box deltas divide by them)."""
-    if not bool(((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()):
+    if _reads_values() and not bool(
+        ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
+    ):
         raise ValueError(
             f"{name} must have width > 0 and height > 0 (deltas divide by them)"
         )

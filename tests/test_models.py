@@ -474,3 +474,42 @@ def test_detector_box_loss_vanishes_when_the_head_predicts_the_truth(box_loss):
     assert losses["loss_box"] < 1e-5
     deltas[1, matched[1] >= 0] += 0.1  # the second image's anchors now miss
     assert model.compute_loss(logits, deltas, anchors, TRUTH)["loss_box"] > 1e-3
+
+
+def test_trusted_skips_value_checks_only_inside_the_block():
+    from detlearn import _checks
+    from detlearn.boxes import box_iou
+
+    inverted = torch.tensor([[10.0, 10.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="inverted"):
+        box_iou(inverted, inverted)
+    with _checks.trusted():
+        box_iou(inverted, inverted)  # no value check here
+        with pytest.raises(ValueError, match="shape"):
+            box_iou(inverted[0], inverted)  # shape checks still run
+    with pytest.raises(RuntimeError), _checks.trusted():
+        raise RuntimeError
+    with pytest.raises(ValueError, match="inverted"):  # restored after an exception
+        box_iou(inverted, inverted)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_detector_reads_tensor_values_only_at_its_entry(training, monkeypatch):
+    """forward checks its inputs, then its building blocks skip the value checks
+    (each would wait for the device on a GPU): torch.isfinite runs only for the
+    targets, once per image."""
+    from detlearn import _checks
+
+    calls = []
+    real_isfinite = torch.isfinite
+    monkeypatch.setattr(_checks.torch, "isfinite", lambda t: calls.append(1) or real_isfinite(t))
+    torch.manual_seed(0)
+    model = TinyDetector(3, score_thresh=0.0).train(training)
+    images, targets = ShapesDataset(2, task="detect", image_size=64).materialize()
+    if training:
+        model(images, targets)
+        assert len(calls) == len(targets)  # each image's boxes, checked once
+    else:
+        with torch.no_grad():
+            model(images)
+        assert calls == []

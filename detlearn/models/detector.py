@@ -422,13 +422,20 @@ class TinyDetector(ConfiguredModule):
         targets: Sequence[dict[str, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         batch = to_batch(images)
-        logits, deltas = self.predict_raw(batch)
-        anchors = self.anchors_for(tuple(batch.shape[-2:]), batch.device)
         if self.training:
             targets = check_targets(
                 targets, len(batch), ["boxes", "labels"], batch.device
             )
-            return self.compute_loss(
-                torch.cat(logits, 1), torch.cat(deltas, 1), torch.cat(anchors), targets
-            )
-        return self.postprocess(logits, deltas, anchors, tuple(batch.shape[-2:]))
+        # The inputs are checked: the blocks below need not re-read the values of
+        # tensors the model computes itself (on a GPU each such check waits for it).
+        with _checks.trusted():
+            logits, deltas = self.predict_raw(batch)
+            anchors = self.anchors_for(tuple(batch.shape[-2:]), batch.device)
+            if self.training:
+                return self.compute_loss(
+                    torch.cat(logits, 1),
+                    torch.cat(deltas, 1),
+                    torch.cat(anchors),
+                    targets,
+                )
+            return self.postprocess(logits, deltas, anchors, tuple(batch.shape[-2:]))
