@@ -275,3 +275,8 @@ def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def positive_ints(value: Sequence[object], name: str) -> tuple[int, ...]:
+    """Require integers >= 1 (such as layer widths); return them as a tuple."""
+    return tuple(positive_int(v, f"{name}[{k}]") for k, v in enumerate(value))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+
 import torch
 from hypothesis import strategies as st
 
@@ -30,3 +33,17 @@ def box_lists(draw, max_size: int = 10, integer: bool | None = None) -> list[lis
 
 def as_boxes(rows: list[list[float]], dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor(rows, dtype=dtype).reshape(-1, 4)
+
+
+def assert_reads_whole(obj, max_lines: int = 50, max_columns: int = 88) -> None:
+    """A function a chapter shows: a screenful, page-wide, no hidden helper but the checks.
+
+    Names with a leading underscore are private, except ``_checks`` (validation at
+    the entry point) and dunder names such as ``__call__``.
+    """
+    source = inspect.getsource(obj)
+    assert len(source.splitlines()) <= max_lines
+    assert max(len(line) for line in source.splitlines()) <= max_columns
+    names = set(re.findall(r"(?<![\w.])_\w+", source)) - {"_checks"}
+    private = {name for name in names if not (name.startswith("__") and name.endswith("__"))}
+    assert not private, private

@@ -3,15 +3,14 @@ torchvision, and the batched Matcher kernel from the readable Matcher."""
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
-import re
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import assert_reads_whole
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection._utils import Matcher as TvMatcher
 
@@ -320,11 +319,7 @@ def test_kernel_codes_are_the_matchers():
 @pytest.mark.parametrize("obj", [make_anchors, Matcher.__call__, encode_boxes, decode_boxes])
 def test_shown_code_reads_whole(obj):
     """The chapters show these: a screenful, no hidden helper but the checks."""
-    source = inspect.getsource(obj)
-    assert len(source.splitlines()) <= 50
-    checks = {"_checks"}  # validation at the entry point
-    private = set(re.findall(r"(?<![\w.])_\w+", source)) - checks - {"__call__"}
-    assert not private, private
+    assert_reads_whole(obj)
 
 
 def test_match_batch_empty_and_rejects_bad_input():

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
 
 import pytest
 import torch
 import torchvision.ops as tvo
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import as_boxes, box_lists
+from strategies import as_boxes, assert_reads_whole, box_lists
 
 from detlearn import boxes as B
 from detlearn._kernels import boxes as K
@@ -360,11 +358,7 @@ SHOWN = [
 @pytest.mark.parametrize("obj", SHOWN, ids=lambda f: f.__name__)
 def test_shown_code_reads_whole(obj):
     """Chapter 3 shows these: a screenful, no hidden helper but the checks."""
-    source = inspect.getsource(obj)
-    assert len(source.splitlines()) <= 50
-    assert max(len(line) for line in source.splitlines()) <= 88
-    private = set(re.findall(r"(?<![\w.])_\w+", source)) - {"_checks"}
-    assert not private, private
+    assert_reads_whole(obj)
 
 
 # --- CUDA ---------------------------------------------------------------------

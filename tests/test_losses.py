@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ import torch.nn.functional as F
 import torchvision.ops as tvo
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import as_boxes, box_lists
+from strategies import as_boxes, assert_reads_whole, box_lists
 
 from detlearn import losses as L
 
@@ -378,8 +376,4 @@ SHOWN = [
 @pytest.mark.parametrize("obj", SHOWN, ids=lambda f: f.__name__)
 def test_shown_code_reads_whole(obj):
     """Chapters 4 and 7 show these: a screenful, no hidden helper but the checks."""
-    source = inspect.getsource(obj)
-    assert len(source.splitlines()) <= 50
-    assert max(len(line) for line in source.splitlines()) <= 88
-    private = set(re.findall(r"(?<![\w.])_\w+", source)) - {"_checks"}
-    assert not private, private
+    assert_reads_whole(obj)

@@ -3,16 +3,14 @@ by its definition."""
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
 
 import pytest
 import torch
 import torchvision.ops as tvo
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import as_boxes, box_lists
+from strategies import as_boxes, assert_reads_whole, box_lists
 
 from detlearn import nms as N
 from detlearn._kernels import nms as K
@@ -467,11 +465,7 @@ def test_kernels_with_other_tuning_give_the_same_keep(tuning):
 )
 def test_shown_code_reads_whole(obj):
     """Chapter 9 shows these: a screenful, no hidden helper but the checks."""
-    source = inspect.getsource(obj)
-    assert len(source.splitlines()) <= 50
-    assert max(len(line) for line in source.splitlines()) <= 88
-    private = set(re.findall(r"(?<![\w.])_\w+", source)) - {"_checks"}
-    assert not private, private
+    assert_reads_whole(obj)
 
 
 # --- CUDA ---------------------------------------------------------------------

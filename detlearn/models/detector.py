@@ -145,10 +145,7 @@ class DetectorConfig:
         set_fields(
             self,
             num_classes=_checks.positive_int(self.num_classes, "num_classes"),
-            widths=tuple(
-                _checks.positive_int(w, f"widths[{k}]")
-                for k, w in enumerate(self.widths)
-            ),
+            widths=_checks.positive_ints(self.widths, "widths"),
             strides=tuple(int(s) for s in self.strides),
             sizes=tuple(
                 tuple(_checks.positive_list(s, f"sizes[{k}]"))

@@ -69,10 +69,7 @@ class LocalizerConfig:
             self,
             num_classes=_checks.positive_int(self.num_classes, "num_classes"),
             image_size=_checks.positive_int(self.image_size, "image_size"),
-            widths=tuple(
-                _checks.positive_int(w, f"widths[{k}]")
-                for k, w in enumerate(self.widths)
-            ),
+            widths=_checks.positive_ints(self.widths, "widths"),
             lam=_checks.number(self.lam, "lam", low=0.0),
             beta=_checks.number(self.beta, "beta", low=0.0),
         )
