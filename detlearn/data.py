@@ -27,7 +27,7 @@ Label convention
 Labels are ``0 .. K-1`` and index ``dataset.classes``. detlearn has **no
 background class index**: detlearn's detectors score every class with its own
 sigmoid, and "background" means that all K scores are low. torchvision's
-Faster R-CNN reserves label 0 for background, so chapter 11 adds 1 to the
+Faster R-CNN reserves label 0 for background, so chapter 12 adds 1 to the
 labels before feeding it.
 
 Boxes

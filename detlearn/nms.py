@@ -6,7 +6,7 @@ and suppresses every later box whose IoU with it is greater than
 compute the same result:
 
 * :func:`nms_reference` is the textbook loop, one kept box at a time; it is
-  the readable form that chapter 9 shows.
+  the readable form that chapter 10 shows.
 * :func:`nms` and :func:`batched_nms` check their input and dispatch to the
   fast kernels of ``detlearn/_kernels/nms.py``. They visit the boxes in tiles
   of a few hundred: inside a tile the greedy rule is applied sequentially on a

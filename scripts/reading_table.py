@@ -21,7 +21,9 @@ def main() -> None:
     spec.loader.exec_module(bench_book)
     print("| chapter | title | reading |")
     print("| ---: | --- | ---: |")
-    for number, path in enumerate(sorted((ROOT / "book").glob("*.ipynb")), start=1):
+    # Numbered chapters only (NN_name.ipynb); the number is the file's prefix.
+    for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
+        number = int(path.name[:2])
         notebook = nbformat.read(path, as_version=4)
         title = json.loads(path.read_text())["cells"][0]["source"][0].lstrip("# ").strip()
         words = bench_book.main_path_words(notebook)

@@ -38,9 +38,9 @@ CHROMIUM_ARGS = [
 GENERATED_PAGES = ["genindex.html", "search.html", "py-modindex.html"]
 VIEWPORT = {"width": 1280, "height": 900}
 SCREENSHOT_DIR = "_screenshots"
-# The anchors chapter and the query that must find it (chapter 5).
+# The anchors chapter and the query that must find it (chapter 6).
 SEARCH_QUERY = "anchor"
-SEARCH_EXPECTED = "book/05_anchors.html"
+SEARCH_EXPECTED = "book/06_anchors.html"
 # TeX delimiters that MathJax replaces; any left in the visible text was not typeset.
 RAW_TEX = re.compile(r"\\\(|\\\[|\$\$")
 # Repository and launch buttons on a chapter made from a notebook.

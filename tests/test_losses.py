@@ -375,5 +375,5 @@ SHOWN = [
 
 @pytest.mark.parametrize("obj", SHOWN, ids=lambda f: f.__name__)
 def test_shown_code_reads_whole(obj):
-    """Chapters 4 and 7 show these: a screenful, no hidden helper but the checks."""
+    """Chapters 4 and 8 show these: a screenful, no hidden helper but the checks."""
     assert_reads_whole(obj)

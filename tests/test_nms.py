@@ -464,7 +464,7 @@ def test_kernels_with_other_tuning_give_the_same_keep(tuning):
     "obj", [N.nms_reference, N.soft_nms, N.box_voting], ids=lambda f: f.__name__
 )
 def test_shown_code_reads_whole(obj):
-    """Chapter 9 shows these: a screenful, no hidden helper but the checks."""
+    """Chapter 10 shows these: a screenful, no hidden helper but the checks."""
     assert_reads_whole(obj)
 
 

@@ -89,8 +89,9 @@ def test_the_introduction_states_each_chapters_reading_time():
 
     bench_book = load_bench_book()
     rows = READING_ROW.findall((ROOT / "book" / "intro.md").read_text(encoding="utf-8"))
-    assert [int(number) for number, _, _ in rows] == list(range(1, len(CHAPTERS) + 1))
-    for (number, _, minutes), path in zip(rows, CHAPTERS, strict=True):
+    numbered = [path for path in CHAPTERS if path.name[:2].isdigit()]
+    assert [int(number) for number, _, _ in rows] == [int(path.name[:2]) for path in numbered]
+    for (number, _, minutes), path in zip(rows, numbered, strict=True):
         words = bench_book.main_path_words(nbformat.read(path, as_version=4))
         assert int(minutes) == reading_minutes(words), f"chapter {number}: {words} words"
         assert words <= bench_book.MAX_WORDS, f"{path.name} has {words} words on its main path"

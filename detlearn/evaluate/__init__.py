@@ -1,6 +1,6 @@
 """COCO-style evaluation of object detections, written from scratch in NumPy.
 
-Chapter 8 builds this package up piece by piece. The readable half,
+Chapter 9 builds this package up piece by piece. The readable half,
 :mod:`detlearn.evaluate.curves`:
 
 1. :func:`match_detections` -- the greedy matching rule for one image and one

@@ -1,6 +1,6 @@
 """Which detection found which object, precision/recall curves, and AP.
 
-The readable half of the evaluator, the code chapter 8 shows:
+The readable half of the evaluator, the code chapter 9 shows:
 :func:`match_detections` is the matching rule for one image and one class as
 a plain loop; :func:`precision_recall_curves` matches image by image with
 it, pools the outcomes of all images, sorts them by score and counts; and

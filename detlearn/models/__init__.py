@@ -2,7 +2,7 @@
 
 * :class:`Classifier` (chapter 2): backbone -> global pooling -> linear -> logits.
 * :class:`Localizer` (chapter 4): one object's class and box, multi-task loss.
-* :class:`TinyDetector` (chapter 10): single-stage anchor-based detector.
+* :class:`TinyDetector` (chapter 11): single-stage anchor-based detector.
 * :func:`dihedral` and :func:`detect_views`: the 8 flips and transpositions of
   a square image, for augmentation and test-time augmentation.
 

@@ -1,4 +1,4 @@
-"""TinyDetector: a single-stage anchor-based detector, as RetinaNet or SSD (chapter 10).
+"""TinyDetector: a single-stage anchor-based detector, as RetinaNet or SSD (chapter 11).
 
     images -> Backbone -> feature maps at strides (4, 8, 16)
            -> one DenseHead per map -> class logits and box deltas for every anchor
