@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -209,6 +210,24 @@ def number_pair(value: object, name: str) -> tuple[float, float]:
     return positive(value[0], f"{name}[0]"), positive(value[1], f"{name}[1]")
 
 
+def size_range(value: object, name: str) -> tuple[float, float]:
+    """Require a range ``(low, high)`` of finite numbers with ``0 < low <= high``."""
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}")
+    low = positive(value[0], f"{name}[0] (low)")
+    high = positive(value[1], f"{name}[1] (high)")
+    if low > high:
+        raise ValueError(f"{name} must satisfy 0 < low <= high, got {value!r}")
+    return low, high
+
+
+def one_of(value: object, name: str, options: Sequence[object]) -> object:
+    """Require one of ``options`` (a task name, a mode, ...)."""
+    if isinstance(value, Tensor) or value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+    return value
+
+
 def grid_size(value: object, name: str) -> tuple[int, int]:
     """Require ``(H, W)``: two integers >= 0."""
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
@@ -270,13 +289,147 @@ def float_tensor(value: object, name: str) -> Tensor:
     return t
 
 
+def integer(value: object, name: str, low: int = 0, high: float = math.inf) -> int:
+    """Require a Python or numpy integer (not a bool) in ``[low, high]``."""
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+    if not is_int or not low <= value <= high:  # type: ignore[operator]
+        bounds = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
+
+
 def positive_int(value: object, name: str) -> int:
     """Require an integer >= 1 (a count such as ``max_dets``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+    return integer(value, name, low=1)
 
 
 def positive_ints(value: Sequence[object], name: str) -> tuple[int, ...]:
     """Require integers >= 1 (such as layer widths); return them as a tuple."""
     return tuple(positive_int(v, f"{name}[{k}]") for k, v in enumerate(value))
+
+
+def images(value: object, name: str = "images") -> Tensor | list[Tensor]:
+    """Require a ``[B, 3, H, W]`` tensor or a non-empty list of ``[3, H, W]`` tensors.
+
+    Returns the tensor as it is, or the images as a list.
+    """
+    if isinstance(value, Tensor):
+        if value.dim() != 4 or value.shape[1] != 3:
+            raise ValueError(f"{name} must be [B, 3, H, W], got shape {_shape(value)}")
+        return value
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) == 0:
+        raise ValueError(f"{name} must hold at least one image, got {value!r}")
+    for i, image in enumerate(value):
+        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            got = _shape(image) if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"{name}[{i}] must be a [3, H, W] tensor, got {got}")
+    return list(value)
+
+
+def targets(
+    value: object, batch_size: int, keys: Sequence[str], name: str = "targets"
+) -> list[dict[str, Tensor]]:
+    """Require one target dict per image holding ``keys``; return checked copies.
+
+    ``boxes`` must be finite xyxy boxes ``[N, 4]`` (integers become float32) and
+    ``labels`` integers ``[N]``, one per box (``[1]`` when there are no boxes).
+    Each returned dict holds ``keys`` only.
+    """
+    if value is None:
+        raise ValueError(
+            f"{name} are required in training mode (call model.eval() to predict)"
+        )
+    if not isinstance(value, Sequence) or isinstance(value, (str, dict)):
+        raise ValueError(f"{name} must be a list of dicts, got {type(value).__name__}")
+    if len(value) != batch_size:
+        raise ValueError(
+            f"{name} must hold one dict per image ({batch_size}), got {len(value)}"
+        )
+    checked = []
+    for i, target in enumerate(value):
+        if not isinstance(target, dict):
+            raise ValueError(f"{name}[{i}] must be a dict, got {type(target).__name__}")
+        missing = [k for k in keys if k not in target]
+        if missing:
+            raise ValueError(f"{name}[{i}] needs {list(keys)}, missing {missing}")
+        out = {k: target[k] for k in keys}
+        if "boxes" in out:
+            out["boxes"] = boxes(out["boxes"], f"{name}[{i}]['boxes']")
+        if "labels" in out:
+            n = len(out["boxes"]) if "boxes" in out else 1
+            out["labels"] = labels(out["labels"], f"{name}[{i}]['labels']", n)
+        checked.append(out)
+    return checked
+
+
+def output_size(value: object, name: str) -> tuple[int, int]:
+    """Require ``n`` or ``(h, w)``: integers >= 1 (a pooled grid's size)."""
+    pair = (value, value) if isinstance(value, int) else value
+    if (
+        not isinstance(pair, Sequence)
+        or isinstance(pair, str)
+        or len(pair) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)
+    ):
+        raise ValueError(
+            f"{name} must be an integer >= 1 or two of them, got {value!r}"
+        )
+    return pair[0], pair[1]
+
+
+def roi_boxes(value: object, name: str, input: object, input_name: str) -> Tensor:
+    """Require features ``[N, C, H, W]`` and RoIs for them; return the RoIs ``[K, 5]``.
+
+    ``value`` is a ``[K, 5]`` tensor of rows ``(batch_index, x1, y1, x2, y2)`` or a
+    sequence of at most ``N`` tensors ``[K_i, 4]`` (image ``i``'s xyxy boxes), as
+    ``torchvision.ops.roi_align`` takes them. Batch indices must be whole numbers in
+    ``[0, N)`` and boxes finite with ``x2 >= x1``, ``y2 >= y1``. The RoIs come back
+    in the features' float dtype.
+    """
+    features = tensor(input, input_name)
+    if features.dim() != 4:
+        raise ValueError(
+            f"{input_name} must have shape [N, C, H, W], got {_shape(features)}"
+        )
+    if not features.is_floating_point():
+        raise ValueError(
+            f"{input_name} must be a floating-point tensor, got dtype {features.dtype}"
+        )
+    n = features.shape[0]
+    if isinstance(value, Tensor):
+        t = as_float(value, name)
+        if t.dim() != 2 or t.shape[1] != 5:
+            raise ValueError(
+                f"{name} must have shape [K, 5] (batch_index, x1, y1, x2, y2) or be a "
+                f"list of [K_i, 4] tensors, got {_shape(t)}"
+            )
+        boxes(t[:, 1:], name)
+        index = t[:, 0]
+        if (
+            _reads_values()
+            and len(t)
+            and not bool(((index == index.round()) & (index >= 0) & (index < n)).all())
+        ):
+            raise ValueError(
+                f"{name}[:, 0] must hold batch indices, whole numbers in [0, {n}), "
+                f"for {input_name} of {n} images"
+            )
+        return t.to(features.dtype)
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise ValueError(
+            f"{name} must be a [K, 5] tensor or a list of [K_i, 4] tensors, "
+            f"got {type(value).__name__}"
+        )
+    if len(value) > n:
+        raise ValueError(
+            f"{name} holds boxes for {len(value)} images, but {input_name} has {n}"
+        )
+    rows = []
+    for i, b in enumerate(value):
+        b = boxes(b, f"{name}[{i}]")
+        rows.append(torch.cat([b.new_full((len(b), 1), i), b], 1).to(features.dtype))
+    if not rows:
+        return features.new_zeros((0, 5))
+    return torch.cat(rows).to(features.device)

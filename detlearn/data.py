@@ -78,6 +78,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from detlearn import _checks
+
 __all__ = ["SHAPES", "Scene", "ShapesDataset", "collate"]
 
 #: Every shape the generator can draw; ``classes=`` picks a subset.
@@ -121,25 +123,6 @@ class _Object(NamedTuple):
     mask: (
         np.ndarray
     )  # bool [h, w], tight: its first/last rows and columns are not empty
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def _pair(name: str, value: object) -> tuple[float, float]:
-    """Validate a ``(low, high)`` range of positive finite numbers."""
-    try:
-        low, high = (float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a pair (low, high) of numbers, got {value!r}"
-        ) from None
-    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
-        raise ValueError(f"{name} must satisfy 0 < low <= high, got {value!r}")
-    return low, high
 
 
 def _shape_mask(shape: str, h: int, w: int) -> np.ndarray:
@@ -253,17 +236,13 @@ class ShapesDataset(Dataset):
         max_occlusion: float = 0.3,
         max_box_iou: float = 0.4,
     ) -> None:
-        if not _is_int(num_images) or num_images < 0:
-            raise ValueError(f"num_images must be an int >= 0, got {num_images!r}")
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if not _is_int(image_size) or image_size < 8:
-            raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
-        if not _is_int(max_objects) or max_objects < 1:
-            raise ValueError(f"max_objects must be an int >= 1, got {max_objects!r}")
-        if not _is_int(seed) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        low, high = _pair("object_size", object_size)
+        num_images = _checks.integer(num_images, "num_images", low=0)
+        _checks.one_of(task, "task", TASKS)
+        image_size = _checks.integer(image_size, "image_size", low=8)
+        max_objects = _checks.integer(max_objects, "max_objects", low=1)
+        seed = _checks.integer(seed, "seed", low=0)
+        min_objects = _checks.integer(min_objects, "min_objects", 0, max_objects)
+        low, high = _checks.size_range(object_size, "object_size")
         if high > 1:
             raise ValueError(f"object_size must lie in (0, 1], got {object_size!r}")
         if low * image_size < _MIN_SIDE_PX:
@@ -271,37 +250,21 @@ class ShapesDataset(Dataset):
                 f"object_size low {low} gives shapes under {_MIN_SIDE_PX} pixels "
                 f"at image_size {image_size}"
             )
-        if not _is_int(min_objects) or not 0 <= min_objects <= max_objects:
-            raise ValueError(
-                f"min_objects must be an int in [0, max_objects={max_objects}], "
-                f"got {min_objects!r}"
-            )
-        if (
-            isinstance(classes, str)
-            or not isinstance(classes, Sequence)
-            or len(classes) < 1
-        ):
+        if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
             raise ValueError(
                 f"classes must be a non-empty sequence of names, got {classes!r}"
             )
-        unknown = [c for c in classes if c not in SHAPES]
-        if unknown or len(set(classes)) != len(classes):
-            raise ValueError(
-                f"classes must be distinct names from {SHAPES}, got {classes!r}"
-            )
-        if background not in BACKGROUNDS:
-            raise ValueError(
-                f"background must be one of {BACKGROUNDS}, got {background!r}"
-            )
-        ratio_low, ratio_high = _pair("aspect_ratio", aspect_ratio)
-        if not (isinstance(max_occlusion, (int, float)) and 0 <= max_occlusion < 1):
-            raise ValueError(
-                f"max_occlusion must be a number in [0, 1), got {max_occlusion!r}"
-            )
-        if not (isinstance(max_box_iou, (int, float)) and 0 < max_box_iou <= 1):
-            raise ValueError(
-                f"max_box_iou must be a number in (0, 1], got {max_box_iou!r}"
-            )
+        for k, name in enumerate(classes):
+            _checks.one_of(name, f"classes[{k}]", SHAPES)
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be distinct, got {classes!r}")
+        _checks.one_of(background, "background", BACKGROUNDS)
+        ratio_low, ratio_high = _checks.size_range(aspect_ratio, "aspect_ratio")
+        # Half-open ranges: an occlusion of 1 would let an object vanish entirely.
+        if _checks.number(max_occlusion, "max_occlusion", 0.0, 1.0) == 1.0:
+            raise ValueError(f"max_occlusion must be < 1, got {max_occlusion!r}")
+        if _checks.number(max_box_iou, "max_box_iou", 0.0, 1.0) == 0.0:
+            raise ValueError(f"max_box_iou must be > 0, got {max_box_iou!r}")
 
         self.num_images = int(num_images)
         self.task = task

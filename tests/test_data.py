@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -277,6 +278,13 @@ def test_materialize():
     assert empty_images.shape == (0, 3, 32, 32) and empty_targets == []
 
 
+def test_numpy_integers_are_integers():
+    a = ShapesDataset(np.int64(3), image_size=np.int32(32), seed=np.int64(5))
+    b = ShapesDataset(3, image_size=32, seed=5)
+    assert len(a) == 3 and a.image_size == 32
+    assert torch.equal(a[2][0], b[2][0])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
@@ -303,6 +311,10 @@ def test_materialize():
         ({"aspect_ratio": (0.0, 1.0)}, "aspect_ratio"),
         ({"max_occlusion": 1.0}, "max_occlusion"),
         ({"max_box_iou": 0.0}, "max_box_iou"),
+        ({"num_images": True}, "num_images"),
+        ({"max_occlusion": "0.3"}, "max_occlusion"),
+        ({"aspect_ratio": (2.0, 1.0)}, "aspect_ratio"),
+        ({"classes": ("circle", 3)}, r"classes\[1\]"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, name):

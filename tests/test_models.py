@@ -324,9 +324,16 @@ def test_training_mode_needs_targets(model):
         model.train()(torch.rand(2, 3, SIZE, SIZE))
 
 
-@pytest.mark.parametrize("images", [torch.rand(3, SIZE, SIZE), [torch.rand(1, SIZE, SIZE)], []])
-def test_bad_images_raise(images):
-    with pytest.raises(ValueError, match="image"):
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (torch.rand(3, SIZE, SIZE), r"images must be \[B, 3, H, W\]"),
+        ([torch.rand(3, SIZE, SIZE), torch.rand(1, SIZE, SIZE)], r"images\[1\] must be"),
+        ([], "images must hold at least one image"),
+    ],
+)
+def test_bad_images_raise(images, message):
+    with pytest.raises(ValueError, match=message):
         TinyDetector(3).eval()(images)
 
 
@@ -405,6 +412,12 @@ def test_detector_forward_checks_the_targets():
     }
     with pytest.raises(ValueError, match=r"targets\[0\]\['labels'\]"):
         model(images, [two_labels, empty_target()])
+    with pytest.raises(ValueError, match=r"targets\[1\] needs \['boxes', 'labels'\]"):
+        model(images, [empty_target(), {"boxes": torch.zeros(0, 4)}])
+    with pytest.raises(ValueError, match=r"one dict per image \(2\), got 1"):
+        model(images, [empty_target()])
+    with pytest.raises(ValueError, match=r"targets\[0\] must be a dict"):
+        model(images, [torch.zeros(0, 4), empty_target()])
 
 
 # -- behaviour -------------------------------------------------------------------------

@@ -113,25 +113,9 @@ def to_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     Accepts a ``[B, 3, H, W]`` tensor or a list of ``[3, H, W]`` tensors of one size
     (torchvision's detection models take lists; ours batch them without resizing).
     """
+    images = _checks.images(images)
     if isinstance(images, torch.Tensor):
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(
-                f"images must be [B, 3, H, W], got shape {tuple(images.shape)}"
-            )
         return images
-    images = list(images)
-    if not images:
-        raise ValueError("images must hold at least one image")
-    for image in images:
-        if (
-            not isinstance(image, torch.Tensor)
-            or image.dim() != 3
-            or image.shape[0] != 3
-        ):
-            shape = (
-                tuple(image.shape) if isinstance(image, torch.Tensor) else type(image)
-            )
-            raise ValueError(f"each image must be a [3, H, W] tensor, got {shape}")
     if len({tuple(image.shape) for image in images}) > 1:
         raise ValueError("images in one batch must share one size (H, W)")
     return torch.stack(images)
@@ -145,32 +129,12 @@ def check_targets(
 ) -> list[dict[str, torch.Tensor]]:
     """Targets for a training step: one dict per image, holding ``keys``, on ``device``.
 
-    ``boxes`` must be finite xyxy boxes ``[N, 4]`` (integers become float32) and
-    ``labels`` integers ``[N]``, one per box (``[1]`` when there are no boxes).
-    The model's training step trusts what this returns.
+    The checks are :func:`detlearn._checks.targets` (finite xyxy ``boxes``, one
+    integer label per box), run where the targets are, before they move: the
+    model's training step trusts what this returns.
     """
-    if targets is None:
-        raise ValueError(
-            "targets are required in training mode (call model.eval() to predict)"
-        )
-    targets = list(targets)
-    if len(targets) != batch_size:
-        raise ValueError(
-            f"targets must hold one dict per image ({batch_size}), got {len(targets)}"
-        )
-    checked = []
-    for i, t in enumerate(targets):
-        missing = [k for k in keys if k not in t]
-        if missing:
-            raise ValueError(f"each target needs {list(keys)}, missing {missing}")
-        t = {k: t[k].to(device) for k in keys}
-        if "boxes" in t:
-            t["boxes"] = _checks.boxes(t["boxes"], f"targets[{i}]['boxes']")
-        if "labels" in t:
-            n = len(t["boxes"]) if "boxes" in t else 1
-            t["labels"] = _checks.labels(t["labels"], f"targets[{i}]['labels']", n)
-        checked.append(t)
-    return checked
+    checked = _checks.targets(targets, batch_size, keys)
+    return [{k: v.to(device) for k, v in t.items()} for t in checked]
 
 
 def set_fields(config: Any, **values: Any) -> None:
