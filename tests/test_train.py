@@ -167,6 +167,10 @@ def test_detect_views_rejects_bad_views():
     with pytest.raises(ValueError, match="square"):
         detect_views(ExtentDetector(), torch.rand(2, 3, 12, 16), 5)
     assert len(detect_views(ExtentDetector(), torch.rand(2, 3, 12, 16) + 1, 4)) == 2
+    with pytest.raises(ValueError, match="voting_thresh"):
+        detect_views(ExtentDetector(), images, 2, voting_thresh=1.5)
+    with pytest.raises(ValueError, match=r"images must be \[B, 3, H, W\]"):
+        detect_views(ExtentDetector(), images[0], 2)
     with pytest.raises(ValueError, match="detectors"):
         evaluate_model(Classifier(3), shapes("classify", 4), views=8)
 

@@ -16,6 +16,8 @@ from enum import IntFlag
 import torch
 from torch import nn
 
+from detlearn import _checks
+from detlearn.models.backbone import to_batch
 from detlearn.nms import batched_nms, box_voting
 
 __all__ = ["Step", "detect_views", "dihedral", "view_steps"]
@@ -94,14 +96,16 @@ def detect_views(
     image (its steps undone, last first), and per image their union goes
     through class-aware NMS (the model's ``nms_thresh`` and
     ``detections_per_img``) and box voting at ``voting_thresh``, so that each
-    object's box is the score-weighted mean of what the views saw. Returns one
+    object's box is the score-weighted mean of what the views saw. ``images`` may
+    also be a list of ``[3, H, W]`` tensors of one size. Returns one
     dict of ``boxes``, ``labels``, ``scores`` per image, like the model's eval
     mode. ``views = 1`` gives the model's own detections. The model must be in
     eval mode.
     """
+    images = to_batch(images)
     height, width = images.shape[-2:]
-    if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= 8:
-        raise ValueError(f"views must be an integer from 1 to 8, got {views!r}")
+    views = _checks.integer(views, "views", 1, 8)
+    voting_thresh = _checks.threshold(voting_thresh, "voting_thresh")
     if views > 4 and height != width:
         raise ValueError(
             "views above 4 transpose the image, which must be square, "
@@ -117,14 +121,17 @@ def detect_views(
                 out["boxes"] = move_boxes(out["boxes"], step, height, width)
         seen.append(outputs)
     merged = []
-    for per_view in zip(*seen, strict=True):
-        boxes, labels, scores = (
-            torch.cat([out[key] for out in per_view])
-            for key in ("boxes", "labels", "scores")
-        )
-        keep = batched_nms(boxes, scores, labels, model.nms_thresh)[
-            : model.detections_per_img
-        ]
-        boxes = box_voting(boxes, scores, keep, voting_thresh, labels)
-        merged.append({"boxes": boxes, "labels": labels[keep], "scores": scores[keep]})
+    with _checks.trusted():  # the model's own outputs: no value checks, no GPU waits
+        for per_view in zip(*seen, strict=True):
+            boxes, labels, scores = (
+                torch.cat([out[key] for out in per_view])
+                for key in ("boxes", "labels", "scores")
+            )
+            keep = batched_nms(boxes, scores, labels, model.nms_thresh)[
+                : model.detections_per_img
+            ]
+            boxes = box_voting(boxes, scores, keep, voting_thresh, labels)
+            merged.append(
+                {"boxes": boxes, "labels": labels[keep], "scores": scores[keep]}
+            )
     return merged
