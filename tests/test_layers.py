@@ -22,12 +22,14 @@ LAYERS = {
     "detlearn.losses": 2,
     "detlearn.nms": 2,
     "detlearn.roi": 2,
+    "detlearn.windows": 3,
     "detlearn.data": 3,
     "detlearn.evaluate": 3,
     "detlearn.viz": 3,
     "detlearn.models": 4,
-    "detlearn.train": 5,
-    "detlearn.__main__": 6,
+    "detlearn.distributed": 5,
+    "detlearn.train": 6,
+    "detlearn.__main__": 7,
 }
 PACKAGES = ("detlearn._kernels", "detlearn.evaluate", "detlearn.models")
 
