@@ -56,6 +56,10 @@ and visible pixel masks alongside the image, which is how the tests check that
 the boxes are tight; :meth:`ShapesDataset.materialize` stacks a whole (small)
 dataset into tensors.
 
+Datasets on disk (COCO folders, Pascal VOC and YOLO boxes, box-aware augmentation)
+live in :mod:`detlearn.coco_data`; their names are importable from here too, e.g.
+``from detlearn.data import CocoDataset, export_coco``.
+
 Example::
 
     >>> ds = ShapesDataset(100, task="detect", seed=0)
@@ -79,8 +83,33 @@ import torch
 from torch.utils.data import Dataset
 
 from detlearn import _checks
+from detlearn.coco_data import (
+    CocoDataset,
+    coco_to_voc,
+    coco_to_yolo,
+    detection_transforms,
+    export_coco,
+    read_yolo_labels,
+    voc_to_coco,
+    write_yolo_labels,
+    yolo_to_coco,
+)
 
-__all__ = ["SHAPES", "Scene", "ShapesDataset", "collate"]
+__all__ = [
+    "SHAPES",
+    "CocoDataset",
+    "Scene",
+    "ShapesDataset",
+    "coco_to_voc",
+    "coco_to_yolo",
+    "collate",
+    "detection_transforms",
+    "export_coco",
+    "read_yolo_labels",
+    "voc_to_coco",
+    "write_yolo_labels",
+    "yolo_to_coco",
+]
 
 #: Every shape the generator can draw; ``classes=`` picks a subset.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")

@@ -24,6 +24,7 @@ LAYERS = {
     "detlearn.roi": 2,
     "detlearn.windows": 3,
     "detlearn.data": 3,
+    "detlearn.coco_data": 2,  # below data, which re-exports its names
     "detlearn.evaluate": 3,
     "detlearn.viz": 3,
     "detlearn.models": 4,
