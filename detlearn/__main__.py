@@ -2,17 +2,21 @@
 
     python -m detlearn train detect --epochs 10 --out runs/detect
     python -m detlearn evaluate runs/detect --coco-out runs/detect/coco
+    torchrun --nproc-per-node 2 -m detlearn train detect --steps 500 --batch-size 32
 
 ``train`` draws ``--num-images`` scenes of seed ``--seed``, trains the task's
-model on them and saves ``DIR/checkpoint.pt``. ``evaluate`` draws fresh scenes of
-another seed (by default :data:`EVAL_SEED`, never the training seed) and prints
-one JSON line of metrics.
+model on them and saves ``DIR/checkpoint.pt``. Under ``torchrun`` it trains with
+DistributedDataParallel, each process on its shard of every global batch of
+``--batch-size`` images; only rank 0 shows progress, prints and writes.
+``evaluate`` draws fresh scenes of another seed (by default :data:`EVAL_SEED`,
+never the training seed) and prints one JSON line of metrics.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 from collections.abc import Sequence
@@ -95,15 +99,32 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--batch-size",
         type=positive_int,
-        help="images per step (default: the recipe's)",
+        help="images per step, over all processes under torchrun (the global batch, "
+        "a multiple of their number; default: the recipe's)",
     )
     train.add_argument(
         "--lr",
         type=positive_float,
-        help="peak learning rate of AdamW (default: the recipe's)",
+        help="peak learning rate of AdamW (default: the recipe's, times "
+        "sqrt(batch size / the recipe's batch size) when --batch-size changes it)",
     )
     train.add_argument(
-        "--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)"
+        "--device",
+        help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu; under "
+        "torchrun cuda is cuda:LOCAL_RANK)",
+    )
+    train.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16", "float64"),
+        default="float32",
+        help="bfloat16: mixed precision (torch.autocast in the forward pass); "
+        "float64: the model in float64, for numerical checks (default float32)",
+    )
+    train.add_argument(
+        "--backend",
+        choices=("gloo", "nccl"),
+        help="torchrun only: the process group's backend (default: nccl on cuda, "
+        "gloo on cpu)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -158,6 +179,15 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    from detlearn.distributed import process_group
+
+    # under torchrun: join the other processes; alone: nothing happens
+    with process_group(args.device, args.backend) as world:
+        train_in(world, args)
+
+
+def train_in(world, args: argparse.Namespace) -> None:
+    """Train in one process of ``world`` (a :class:`detlearn.distributed.World`)."""
     from detlearn.data import ShapesDataset
     from detlearn.train import (
         RECIPES,
@@ -168,6 +198,7 @@ def run_train(args: argparse.Namespace) -> None:
     )
 
     recipe = RECIPES[args.task]
+    batch_size = args.batch_size or recipe.batch_size
     dataset = ShapesDataset(
         args.num_images or recipe.num_images, task=args.task, seed=args.seed
     )
@@ -177,17 +208,21 @@ def run_train(args: argparse.Namespace) -> None:
     budget = {k: v for k, v in budget.items() if v is not None} or {
         "epochs": recipe.epochs
     }
+    lr = args.lr or recipe.lr_for(batch_size)
     history = fit(
         model,
         dataset,
         **budget,
-        batch_size=args.batch_size or recipe.batch_size,
-        lr=args.lr or recipe.lr,
+        batch_size=batch_size,
+        lr=lr,
         augment=recipe.augment,
         device=args.device,
         seed=args.seed,
         progress=not args.quiet,
+        precision=args.precision,
     )
+    if not world.main:
+        return  # rank 0 writes the checkpoint and prints
     path = save_checkpoint(
         model,
         args.out or Path("runs") / args.task,
@@ -201,6 +236,9 @@ def run_train(args: argparse.Namespace) -> None:
         num_images=len(dataset),
         steps=history.steps,
         seconds=history.seconds,
+        batch_size=batch_size,
+        lr=lr,
+        processes=world.size,
     )
     print(
         f"saved {path} ({history.steps} steps in {history.seconds:.1f} s, "
@@ -286,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pickle.UnpicklingError,
     ) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"detlearn {args.command}: error: {message}", file=sys.stderr)
+        rank = f" (rank {os.environ['RANK']})" if "RANK" in os.environ else ""
+        print(f"detlearn {args.command}: error{rank}: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("detlearn: interrupted", file=sys.stderr)

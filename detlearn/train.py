@@ -7,6 +7,8 @@
 
 :func:`fit` is a short loop over :func:`train_step`; the training set is
 stacked into tensors once, and every epoch visits it in a new random order.
+Under ``torchrun`` the same loop trains with DistributedDataParallel, each
+process on its shard of every global batch (see :mod:`detlearn.distributed`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from detlearn import distributed
 from detlearn.boxes import box_iou
 from detlearn.evaluate import coco_evaluate
-from detlearn.models import Classifier, Localizer, TinyDetector, detect_views, dihedral
+from detlearn.models import (
+    Classifier,
+    Localizer,
+    TinyDetector,
+    detect_views,
+    dihedral,
+)
 
 __all__ = [
     "RECIPES",
@@ -46,6 +55,13 @@ __all__ = [
     "set_lr",
     "train_step",
 ]
+
+# fit's precisions and the float type each keeps the weights in
+PRECISIONS = {
+    "float32": torch.float32,
+    "bfloat16": torch.float32,  # mixed: float32 weights, bfloat16 products
+    "float64": torch.float64,
+}
 
 MODELS: dict[str, type[nn.Module]] = {
     "Classifier": Classifier,
@@ -76,6 +92,17 @@ class Recipe:
     lr: float
     augment: bool = True
     model_kwargs: tuple[tuple[str, object], ...] = ()
+
+    def lr_for(self, batch_size: int) -> float:
+        """The learning rate for another global batch: ``lr * sqrt(batch_size /
+        self.batch_size)``.
+
+        The square-root rule suits Adam-type optimisers such as AdamW (Malladi et
+        al., 2022); plain SGD scales linearly instead (Goyal et al., 2017). Either
+        is a starting point for a much larger batch, not a guarantee. The number
+        of processes does not enter: the batch is the global one.
+        """
+        return self.lr * math.sqrt(batch_size / self.batch_size)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -149,10 +176,11 @@ def seed_everything(seed: int) -> None:
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` if given, else CUDA when available, else the CPU.
+
+    Under torchrun ``"cuda"`` is this process's GPU, ``cuda:LOCAL_RANK``.
+    """
+    return distributed.local_device(device)
 
 
 def lr_at(
@@ -189,6 +217,7 @@ def fit(
     val_dataset: Sequence | None = None,
     eval_fn: Callable[[nn.Module, Sequence], dict[str, float]] | None = None,
     augment: bool = False,
+    precision: str = "float32",
 ) -> History:
     """Train ``model`` on ``dataset`` with AdamW; returns a :class:`History`.
 
@@ -199,7 +228,9 @@ def fit(
         epochs, steps, seconds: the budget, exactly one of them. Chapters and tests
             use ``epochs`` or ``steps`` so that results repeat; ``seconds`` (wall
             clock) is for benchmarks and the command line.
-        batch_size: images per step (the last, smaller batch of an epoch is dropped).
+        batch_size: images per step (the last, smaller batch of an epoch is dropped);
+            under torchrun the global batch, split equally between the processes.
+            For another batch size see :meth:`Recipe.lr_for`.
         lr, weight_decay: AdamW's.
         schedule: ``"cosine"`` or ``"constant"`` after the warm-up (see :func:`lr_at`);
             with a ``seconds`` budget the schedule follows the clock.
@@ -207,51 +238,67 @@ def fit(
         device: where to train; default CUDA when available, else the CPU. The model
             stays there afterwards.
         seed: seeds the order of the batches (and torch's generator).
-        progress: show a tqdm progress bar with the losses.
+        progress: show a tqdm progress bar with the losses (rank 0 only).
         val_dataset: evaluated after every epoch with ``eval_fn`` (default
-            :func:`evaluate_model`); results go to ``history.metrics``.
-        eval_fn: ``eval_fn(model, val_dataset) -> dict``.
+            :func:`evaluate_model`, each process on its share of the images, the
+            metrics computed on all of them); results go to ``history.metrics``.
+        eval_fn: ``eval_fn(model, val_dataset) -> dict``, called in every process.
         augment: show each batch in one of the 8 flips and transpositions of the
             square, drawn at random (see :func:`~detlearn.models.dihedral`).
+        precision: ``"float32"``; ``"bfloat16"`` for mixed precision (float32
+            weights, the forward pass under ``torch.autocast``; see
+            :func:`train_step`); or ``"float64"``, which converts the model and
+            the images to float64, for numerical checks such as comparing runs
+            on different numbers of processes.
+
+    Under torchrun (inside :func:`detlearn.distributed.process_group`) every
+    process draws the same global batches and trains on its shard of each with
+    DistributedDataParallel; ``history`` holds the global batch's losses.
     """
     _check_budget(epochs, steps, seconds, schedule)
+    dtype = _check_precision(precision)
+    world = distributed.current()  # rank 0 of 1, or this process's place under torchrun
     device = default_device(device)
     history = History()
     tic = time.perf_counter()
-    images, targets = _training_set(dataset, device)
+    images, targets = _training_set(dataset, device, dtype)
     history.data_seconds = time.perf_counter() - tic
-    batch_size = min(batch_size, len(images))
+    batch_size = world.check_batch(min(batch_size, len(images)))
     total_steps = steps or (epochs or 0) * (len(images) // batch_size)
 
     torch.manual_seed(seed)
-    model.to(device, memory_format=images_format(device)).train()
+    model.to(device, dtype, memory_format=images_format(device)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    batches = _batches(
-        images, targets, batch_size, torch.Generator().manual_seed(seed), augment
-    )
-    clock, epoch = _Clock(), 0
+    generator = torch.Generator().manual_seed(seed)
+    batches = _batches(images, targets, batch_size, generator, augment, world.shard)
+    clock, epoch = _Clock(world), 0
     bar = tqdm(
-        total=total_steps or None, disable=not progress, unit="step", dynamic_ncols=True
+        total=total_steps or None,
+        disable=not (progress and world.main),
+        unit="step",
+        dynamic_ncols=True,
     )
-    for batch, batch_targets, last_of_epoch in batches:
-        used = clock.seconds() / seconds if seconds else history.steps / total_steps
-        step_lr = set_lr(optimizer, lr_at(used, lr, schedule, warmup))
-        history.append(
-            {**train_step(model, optimizer, batch, batch_targets), "lr": step_lr}
-        )
-        _show(bar, history)
-        spent = history.steps == total_steps or (seconds and clock.seconds() >= seconds)
-        if last_of_epoch or spent:
-            epoch += 1
-            if val_dataset is not None:
-                with clock.paused():
-                    metrics = (eval_fn or evaluate_model)(model, val_dataset)
-                    history.metrics.append(
-                        {"epoch": epoch, "step": history.steps, **metrics}
-                    )
-                    model.train()
-        if spent or (epochs is not None and epoch >= epochs):
-            break
+    with distributed.replicated(model) as replica:  # DDP under torchrun
+        for batch, batch_targets, last_of_epoch in batches:
+            used = clock.seconds() / seconds if seconds else history.steps / total_steps
+            step_lr = set_lr(optimizer, lr_at(used, lr, schedule, warmup))
+            losses = train_step(replica, optimizer, batch, batch_targets, precision)
+            history.append({**world.average(losses), "lr": step_lr})
+            _show(bar, history)
+            spent = history.steps == total_steps or (
+                seconds and clock.seconds() >= seconds
+            )
+            if last_of_epoch or spent:
+                epoch += 1
+                if val_dataset is not None:
+                    with clock.paused():
+                        metrics = _evaluate(model, val_dataset, eval_fn)
+                        history.metrics.append(
+                            {"epoch": epoch, "step": history.steps, **metrics}
+                        )
+                        model.train()
+            if spent or (epochs is not None and epoch >= epochs):
+                break
     bar.close()
     history.seconds = clock.seconds()
     model.to(memory_format=torch.contiguous_format)  # as a freshly built model is
@@ -264,20 +311,25 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     targets: list[Target],
+    precision: str = "float32",
 ) -> dict[str, float]:
     """One optimisation step on one batch.
 
     Returns the model's named losses and their sum ``loss``, as floats.
+    ``precision="bfloat16"`` runs the forward pass under ``torch.autocast``:
+    matrix products and convolutions in bfloat16, the weights, their gradients
+    and the optimizer in float32. bfloat16 has float32's range, so no loss
+    scaling is needed (float16 would need it).
     """
-    losses = model(images, targets)
+    mixed = precision == "bfloat16"
+    with torch.autocast(images.device.type, torch.bfloat16, enabled=mixed):
+        losses = model(images, targets)
     loss = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return {
-        **{name: value.item() for name, value in losses.items()},
-        "loss": loss.item(),
-    }
+    values = torch.stack([*losses.values(), loss]).tolist()  # one read of the device
+    return dict(zip([*losses, "loss"], values, strict=True))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
@@ -304,10 +356,31 @@ def _check_budget(
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
 
 
+def _check_precision(precision: str) -> torch.dtype:
+    """The weights' float type for ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {list(PRECISIONS)}, got {precision!r}"
+        )
+    return PRECISIONS[precision]
+
+
+def _evaluate(
+    model: nn.Module,
+    dataset: Sequence,
+    eval_fn: Callable[[nn.Module, Sequence], dict[str, float]] | None,
+) -> dict:
+    """``eval_fn``'s metrics, or :func:`evaluate_model`'s with the images shared
+    out between the processes (the same metrics as in one process)."""
+    if eval_fn is not None:
+        return eval_fn(model, dataset)
+    return evaluate_model(model, dataset, shard=True)
+
+
 def _training_set(
-    dataset: Sequence, device: torch.device
+    dataset: Sequence, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> tuple[torch.Tensor, list[Target]]:
-    """The whole training set as tensors on ``device``.
+    """The whole training set as tensors on ``device``, floats as ``dtype``.
 
     Returns ``(images [N, 3, H, W], targets)``.
 
@@ -322,8 +395,15 @@ def _training_set(
         targets = [target for _, target in items]
     if len(images) == 0:
         raise ValueError("dataset is empty")
-    images = images.to(device).contiguous(memory_format=images_format(device))
-    return images, [{k: v.to(device) for k, v in t.items()} for t in targets]
+    images = images.to(device, dtype).contiguous(memory_format=images_format(device))
+    targets = [
+        {
+            k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+            for k, v in t.items()
+        }
+        for t in targets
+    ]
+    return images, targets
 
 
 def _batches(
@@ -332,6 +412,7 @@ def _batches(
     batch_size: int,
     generator: torch.Generator,
     augment: bool,
+    shard: Callable[[torch.Tensor], torch.Tensor] = lambda index: index,
 ) -> Iterator[tuple[torch.Tensor, list[Target], bool]]:
     """Batches without end, each epoch in a new random order.
 
@@ -340,12 +421,15 @@ def _batches(
     ``last`` marks an epoch's last batch; the remainder of ``len(images) /
     batch_size`` is dropped. With ``augment`` each batch is shown in one of the
     8 :func:`~detlearn.models.dihedral` views, drawn from ``generator`` too.
+    ``shard`` picks this process's part of each global batch's indices; every
+    process draws the same order and views, so the global batches do not depend
+    on the number of processes.
     """
     steps_per_epoch = len(images) // batch_size
     while True:
         order = torch.randperm(len(images), generator=generator).to(images.device)
         for i in range(steps_per_epoch):
-            index = order[i * batch_size : (i + 1) * batch_size]
+            index = shard(order[i * batch_size : (i + 1) * batch_size])
             batch, batch_targets = images[index], [targets[j] for j in index.tolist()]
             if augment:
                 view = int(torch.randint(8, (1,), generator=generator))
@@ -355,13 +439,17 @@ def _batches(
 
 
 class _Clock:
-    """Seconds of training so far, without the time spent in ``paused()`` blocks."""
+    """Seconds of training so far, without the time spent in ``paused()`` blocks.
 
-    def __init__(self) -> None:
-        self.start, self.pause = time.perf_counter(), 0.0
+    Under torchrun every process reads rank 0's clock, so that all of them change
+    the learning rate and stop at the same step.
+    """
+
+    def __init__(self, world: distributed.World) -> None:
+        self.start, self.pause, self.world = time.perf_counter(), 0.0, world
 
     def seconds(self) -> float:
-        return time.perf_counter() - self.start - self.pause
+        return self.world.from_main(time.perf_counter() - self.start - self.pause)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -390,12 +478,15 @@ def predict(
     batch_size: int = 100,
     device: str | torch.device | None = None,
     views: int = 1,
+    shard: bool = False,
 ) -> tuple[list[Target], list[Target]]:
     """Eval-mode outputs for every item: ``(predictions, targets)``, both on the CPU.
 
     ``device`` defaults to where the model's parameters are. The model is left in
     eval mode. ``views > 1`` (detectors only) merges the detections of that many
-    views of each image (see :func:`~detlearn.models.detect_views`).
+    views of each image (see :func:`~detlearn.models.detect_views`). ``shard``:
+    under torchrun, each process predicts every P-th item and every process gets
+    all predictions back, in order (all processes must call it).
     """
     if views != 1 and not isinstance(model, TinyDetector):
         raise ValueError("views > 1 is for detectors (TinyDetector) only")
@@ -403,15 +494,17 @@ def predict(
         torch.device(device) if device is not None else next(model.parameters()).device
     )
     model.to(device).eval()
+    world = distributed.current() if shard else distributed.World()
+    indices = range(world.rank, len(dataset), world.size)
     predictions, targets = [], []
-    for start in range(0, len(dataset), batch_size):
-        items = [
-            dataset[i] for i in range(start, min(start + batch_size, len(dataset)))
-        ]
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[i] for i in indices[start : start + batch_size]]
         images = torch.stack([image for image, _ in items]).to(device)
         outputs = model(images) if views == 1 else detect_views(model, images, views)
         predictions += [{k: v.cpu() for k, v in out.items()} for out in outputs]
         targets += [target for _, target in items]
+    if world.size > 1:
+        predictions, targets = map(distributed.gather_shards, (predictions, targets))
     return predictions, targets
 
 
@@ -422,6 +515,7 @@ def evaluate_model(
     batch_size: int = 100,
     device: str | torch.device | None = None,
     views: int = 1,
+    shard: bool = False,
 ) -> dict:
     """Metrics of ``model`` on ``dataset``, by the kind of model.
 
@@ -433,10 +527,10 @@ def evaluate_model(
       :func:`detlearn.evaluate.coco_evaluate`'s dict, twelve COCO numbers and
       ``per_class``.
 
-    ``views``: as in :func:`predict`.
+    ``views``, ``shard``: as in :func:`predict`.
     """
     predictions, targets = predict(
-        model, dataset, batch_size=batch_size, device=device, views=views
+        model, dataset, batch_size=batch_size, device=device, views=views, shard=shard
     )
     if isinstance(model, TinyDetector):
         return coco_evaluate(predictions, targets)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from detlearn.__main__ import COCO_KEYS, EVAL_SEED, main
 
@@ -158,3 +159,54 @@ def test_python_dash_m_entry_point():
         check=False,
     )
     assert result.returncode == 1 and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["train", "detect", "--steps", "0"], "--steps"),
+        (["train", "detect", "--steps", "2.5"], "--steps"),
+        (["train", "detect", "--batch-size", "0"], "--batch-size"),
+        (["train", "detect", "--batch-size", "-16"], "--batch-size"),
+        (["train", "detect", "--steps", "3", "--epochs", "1"], "not allowed"),
+        (["train", "detect", "--precision", "float16"], "--precision"),
+        (["train", "detect", "--backend", "mpi"], "--backend"),
+    ],
+)
+def test_steps_batch_size_precision_and_backend_are_checked(argv, words):
+    code, out, err = run(*argv)
+    assert code == 2 and out == "" and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_explains_the_distributed_options():
+    code, out, _ = run("train", "--help")
+    assert code == 0
+    for words in ("--precision", "bfloat16", "float64", "--backend", "gloo", "nccl",
+                  "global batch", "sqrt", "LOCAL_RANK"):  # fmt: skip
+        assert words in " ".join(out.split()), words
+
+
+def test_another_batch_size_scales_the_learning_rate(tmp_path):
+    from detlearn.train import RECIPES, read_checkpoint
+
+    recipe = RECIPES["classify"]
+    args = ("train", "classify", "--steps", 1, "--num-images", 8, "--quiet")
+    code, _, err = run(*args, "--batch-size", recipe.batch_size // 4, "--out", tmp_path / "a")
+    assert code == 0, err
+    extra = read_checkpoint(tmp_path / "a")["extra"]
+    assert extra["lr"] == pytest.approx(recipe.lr / 2) and extra["batch_size"] == 4
+    assert extra["processes"] == 1
+    code, _, err = run(*args, "--batch-size", 4, "--lr", 0.1, "--out", tmp_path / "b")
+    assert code == 0, err
+    assert read_checkpoint(tmp_path / "b")["extra"]["lr"] == 0.1  # an explicit --lr wins
+
+
+def test_train_with_mixed_precision(tmp_path):
+    code, out, err = run("train", "localize", "--steps", 2, "--num-images", 8, "--batch-size", 4,
+                         "--precision", "bfloat16", "--quiet", "--out", tmp_path)  # fmt: skip
+    assert code == 0, err
+    assert "saved" in out
+    from detlearn.train import load_checkpoint
+
+    model = load_checkpoint(tmp_path)
+    assert all(p.dtype == torch.float32 and p.isfinite().all() for p in model.parameters())

@@ -490,3 +490,57 @@ class TestCuda:
         keep = N.batched_nms(boxes, scores, idxs, 0.5)
         voted = N.box_voting(*gpu, keep.cuda(), 0.7, idxs.cuda())
         torch.testing.assert_close(voted.cpu(), N.box_voting(boxes, scores, keep, 0.7, idxs))
+
+
+# --- the tensor-only path (what CUDA tensors take), forced on the CPU ----------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@given(data=detections(ties=True), iou_threshold=THRESHOLDS, tile=st.sampled_from([1, 3, 256]))
+def test_tensor_only_path_gives_the_same_keep(dtype, data, iou_threshold, tile):
+    rows, scores = data
+    boxes, scores = as_boxes(rows, dtype), torch.tensor(scores, dtype=dtype)
+    idxs = torch.arange(len(boxes)) % 3
+    ref = tvo.nms(boxes, scores, iou_threshold)
+    assert torch.equal(K.nms(boxes, scores, iou_threshold, tile=tile, tensor_only=True), ref)
+    host = K.batched_nms(boxes, scores, idxs, iou_threshold, tensor_only=False)
+    for extra in ({}, {"small_group": 2, "group_table": 20}, {"small_group": 0}):
+        ours = K.batched_nms(boxes, scores, idxs, iou_threshold, tile=tile, tensor_only=True,
+                             **extra)  # fmt: skip
+        assert sorted(ours.tolist()) == sorted(host.tolist()), extra
+
+
+def test_tensor_only_path_never_copies_a_table_to_the_host(monkeypatch):
+    """The host path's table loops are never reached; the keep is the same."""
+    boxes, scores = clustered(900, seed=11, centres=45)
+    idxs = torch.randint(0, 6, (900,), generator=torch.Generator().manual_seed(4))
+    keep, per_class = N.nms(boxes, scores, 0.5), N.batched_nms(boxes, scores, idxs, 0.5)
+
+    def host_loop(*args):
+        raise AssertionError("the tensor-only path copied a table to the host")
+
+    monkeypatch.setattr(K, "_greedy_on_tile", host_loop)
+    monkeypatch.setattr(K, "_greedy_on_groups", host_loop)
+    assert torch.equal(K.nms(boxes, scores, 0.5, tile=64, tensor_only=True), keep)
+    for extra in ({}, {"small_group": 40, "group_table": 5_000}, {"small_group": 0}):
+        ours = K.batched_nms(boxes, scores, idxs, 0.5, tensor_only=True, **extra)
+        assert sorted(ours.tolist()) == sorted(per_class.tolist()), extra
+    with pytest.raises(AssertionError, match="host"):  # and the default on the CPU is the host's
+        K.nms(boxes, scores, 0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+class TestCudaTensorOnly:
+    def test_cuda_tensors_take_the_tensor_only_path(self, monkeypatch):
+        boxes, scores = clustered(2000, seed=4)
+        idxs = torch.randint(0, 10, (2000,), generator=torch.Generator().manual_seed(0))
+        keep, per_class = N.nms(boxes, scores, 0.5), N.batched_nms(boxes, scores, idxs, 0.5)
+
+        def host_loop(*args):
+            raise AssertionError("a CUDA tensor went through the host path")
+
+        monkeypatch.setattr(K, "_greedy_on_tile", host_loop)
+        monkeypatch.setattr(K, "_greedy_on_groups", host_loop)
+        assert torch.equal(N.nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), keep)
+        batched = N.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5)
+        assert torch.equal(batched.cpu(), per_class)

@@ -21,6 +21,7 @@ from detlearn.train import (
     read_checkpoint,
     save_checkpoint,
     seed_everything,
+    train_step,
 )
 
 SIZE = 64
@@ -301,3 +302,96 @@ def test_build_model():
     with pytest.raises(ValueError, match="task"):
         build_model("segment", 3)
     assert math.isclose(lr_at(0.5, 2.0, warmup=0.0), 1.0)
+
+
+# --- precision, the training step, and CUDA ------------------------------------
+
+
+def test_fit_in_mixed_precision_keeps_float32_weights():
+    seed_everything(0)
+    model = Localizer(3, image_size=SIZE)
+    before = [p.detach().clone() for p in model.parameters()]
+    history = fit(model, shapes("localize", 16), steps=3, batch_size=8, progress=False,
+                  precision="bfloat16")  # fmt: skip
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(math.isfinite(v) for v in history.loss())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_fit_in_float64_trains_a_float64_model():
+    seed_everything(0)
+    model = TinyDetector(3)
+    history = fit(model, shapes("detect", 8), steps=2, batch_size=4, progress=False,
+                  precision="float64")  # fmt: skip
+    assert history.steps == 2 and all(p.dtype == torch.float64 for p in model.parameters())
+    outputs = model(torch.rand(1, 3, SIZE, SIZE, dtype=torch.float64))
+    assert outputs[0]["boxes"].dtype == torch.float64
+
+
+def test_train_step_returns_the_losses_as_floats():
+    torch.manual_seed(0)
+    model = Classifier(3).train()
+    images, targets = shapes("classify", 4).materialize()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # nothing moves
+    with torch.no_grad():
+        expected = model(images, targets)["loss_cls"].item()
+    record = train_step(model, optimizer, images, targets)
+    assert set(record) == {"loss_cls", "loss"} and type(record["loss"]) is float
+    assert record["loss_cls"] == record["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+class TestCuda:
+    """Models and the training step on a GPU give what they give on the CPU."""
+
+    @pytest.mark.parametrize("task", ["classify", "localize", "detect"])
+    def test_model_outputs_and_losses_match_the_cpu(self, task):
+        seed_everything(0)
+        model = build_model(task, 3, SIZE).eval()
+        images, targets = shapes(task, 4).materialize()
+        gpu = build_model(task, 3, SIZE)
+        gpu.load_state_dict(model.state_dict())
+        gpu = gpu.cuda().eval()
+        with torch.no_grad():
+            for a, b in zip(model(images), gpu(images.cuda()), strict=True):
+                assert all(v.device.type == "cuda" for v in b.values())
+                if task == "detect":  # near ties may reorder detections: compare the best
+                    k = min(5, len(a["scores"]), len(b["scores"]))
+                    torch.testing.assert_close(b["scores"][:k].cpu(), a["scores"][:k],
+                                               rtol=1e-3, atol=1e-4)  # fmt: skip
+                else:
+                    for key in a:
+                        torch.testing.assert_close(b[key].cpu(), a[key], rtol=1e-3, atol=1e-4)
+            model.train(), gpu.train()
+            cpu_losses = model(images, targets)
+            gpu_losses = gpu(images.cuda(), [{k: v.cuda() for k, v in t.items()} for t in targets])
+            for name, value in cpu_losses.items():
+                torch.testing.assert_close(gpu_losses[name].cpu(), value, rtol=1e-3, atol=1e-4)
+
+    @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+    def test_fit_on_cuda(self, precision):
+        seed_everything(0)
+        model = build_model("detect", 3, SIZE)
+        history = fit(model, shapes("detect", 16), steps=3, batch_size=8, device="cuda",
+                      progress=False, precision=precision)  # fmt: skip
+        assert history.steps == 3 and all(math.isfinite(v) for v in history.loss())
+        assert next(model.parameters()).device.type == "cuda"
+        predictions, _ = predict(model, shapes("detect", 3, seed=1))
+        assert all(p["boxes"].device.type == "cpu" for p in predictions)
+
+    def test_train_step_on_cuda_matches_the_cpu(self):
+        seed_everything(0)
+        cpu = build_model("detect", 3, SIZE).train()
+        gpu = build_model("detect", 3, SIZE)
+        gpu.load_state_dict(cpu.state_dict())
+        gpu = gpu.cuda().train()
+        images, targets = shapes("detect", 4).materialize()
+        records = []
+        for model, device in ((cpu, "cpu"), (gpu, "cuda")):
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+            moved = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            records.append(train_step(model, optimizer, images.to(device), moved))
+        for name, value in records[0].items():
+            assert records[1][name] == pytest.approx(value, rel=1e-3), name
+        for name, value in cpu.state_dict().items():
+            torch.testing.assert_close(gpu.state_dict()[name].cpu(), value, rtol=1e-3, atol=1e-4)

@@ -15,9 +15,15 @@ same indices, faster:
   of up to ``small_group`` boxes are laid out in zero-padded tables and
   decided many at once; larger groups are tiled one by one.
 
-The tuning arguments (``tile``, ``block``, ``small_group``, ``group_table``)
-change the speed, never the result; tests pass small ones to exercise the
-bookkeeping.
+Both decide their small tables with a short sequential loop. On the CPU that
+loop runs in numpy and Python integers; for tensors elsewhere (CUDA) the same
+loop runs as tensor operations on the device (:func:`_greedy_on_groups_tensor`),
+so no table is copied to the host. ``tensor_only=True`` forces that path on the
+CPU too, which is how the tests check that both give the same indices.
+
+The tuning arguments (``tile``, ``block``, ``small_group``, ``group_table``,
+``tensor_only``) change the speed, never the result; tests pass small ones to
+exercise the bookkeeping.
 """
 
 from __future__ import annotations
@@ -75,6 +81,11 @@ def _suppressed_by(kept: Tensor, later: Tensor, threshold: float, block: int) ->
     return torch.cat(blocks) if len(blocks) != 1 else blocks[0]
 
 
+def _tensor_only(device: torch.device, tensor_only: bool | None) -> bool:
+    """Whether to decide the tables on the device: by default, off the CPU."""
+    return device.type != "cpu" if tensor_only is None else tensor_only
+
+
 def _greedy_on_tile(over: Tensor) -> Tensor:
     """Greedy NMS inside one tile, sequentially; returns the kept positions.
 
@@ -97,17 +108,43 @@ def _greedy_on_tile(over: Tensor) -> Tensor:
     return torch.tensor(keep, dtype=torch.int64, device=device)
 
 
+def _greedy_on_groups_tensor(over: Tensor) -> Tensor:
+    """:func:`_greedy_on_groups` in tensor operations, where ``over`` lives.
+
+    bool ``[G, M, M]`` -> bool ``[G, M]``. The same loop down the M positions,
+    each step a few operations on the device and none of them a read by the
+    host, so a GPU runs the whole loop without waiting for it.
+    """
+    removed = torch.zeros(over.shape[:2], dtype=torch.bool, device=over.device)
+    keep = torch.zeros_like(removed)
+    for i in range(over.shape[1]):
+        keep_i = ~removed[:, i]
+        keep[:, i] = keep_i
+        removed |= over[:, i] & keep_i[:, None]
+    return keep
+
+
 def _greedy(
-    boxes: Tensor, scores: Tensor, threshold: float, tile: int, block: int
+    boxes: Tensor,
+    scores: Tensor,
+    threshold: float,
+    tile: int,
+    block: int,
+    tensor_only: bool | None = None,
 ) -> Tensor:
     """Greedy NMS, tile by tile, with a threshold from :func:`threshold_in`;
     returns the kept indices in visiting order."""
     order = torch.sort(scores, descending=True, stable=True).indices
     index, cols = order, columns(boxes.index_select(0, order))
+    on_device = _tensor_only(boxes.device, tensor_only)
     kept = []
     while len(index) > 0:
         tiled, tile_index = cols[:, :tile], index[:tile]
-        keep = _greedy_on_tile(iou_columns(tiled, tiled) > threshold)
+        over = iou_columns(tiled, tiled) > threshold
+        if on_device:
+            keep = torch.nonzero(_greedy_on_groups_tensor(over[None])[0]).squeeze(1)
+        else:
+            keep = _greedy_on_tile(over)
         kept.append(tile_index[keep])
         index, cols = index[tile:], cols[:, tile:]
         if len(index) > 0:
@@ -125,11 +162,12 @@ def nms(
     *,
     tile: int = TILE,
     block: int = BLOCK,
+    tensor_only: bool | None = None,
 ) -> Tensor:
     """Indices int64 ``[K]`` kept by greedy NMS of valid boxes ``[N, 4]`` with
     scores ``[N]``, in visiting order (decreasing score, ties by index)."""
     threshold = threshold_in(boxes.dtype, iou_threshold)
-    return _greedy(boxes, scores, threshold, max(1, tile), block)
+    return _greedy(boxes, scores, threshold, max(1, tile), block, tensor_only)
 
 
 def _greedy_on_groups(over: np.ndarray) -> np.ndarray:
@@ -155,6 +193,7 @@ def _per_group(
     counts: Tensor,
     threshold: float,
     block: int,
+    tensor_only: bool | None = None,
 ) -> Tensor:
     """Greedy NMS in each of a few groups of similar size, all at once.
 
@@ -175,13 +214,12 @@ def _per_group(
     table = boxes.new_zeros(5, num_groups, size)
     table[:, group, position] = columns(boxes.index_select(0, index))
     step = max(1, block // size**2)
-    over = np.concatenate(
-        [
-            (iou_columns(part, part) > threshold).cpu().numpy()
-            for part in table.split(step, dim=1)
-        ]
-    )
-    keep = torch.from_numpy(_greedy_on_groups(over)).to(device)
+    overs = [iou_columns(part, part) > threshold for part in table.split(step, dim=1)]
+    if _tensor_only(device, tensor_only):
+        keep = _greedy_on_groups_tensor(torch.cat(overs))
+    else:
+        over = np.concatenate([over.cpu().numpy() for over in overs])
+        keep = torch.from_numpy(_greedy_on_groups(over)).to(device)
     return index[keep.flatten()[group * size + position]]
 
 
@@ -195,6 +233,7 @@ def batched_nms(
     block: int = BLOCK,
     small_group: int = SMALL_GROUP,
     group_table: int = GROUP_TABLE,
+    tensor_only: bool | None = None,
 ) -> Tensor:
     """Greedy NMS within each group of ``groups`` (int ``[N]``); returns the kept
     indices int64 ``[K]`` in no particular order.
@@ -216,7 +255,9 @@ def batched_nms(
         if count > small_group:
             index = order[start : start + count]
             group_boxes = boxes.index_select(0, index)
-            greedy = _greedy(group_boxes, scores[index], threshold, tile, block)
+            greedy = _greedy(
+                group_boxes, scores[index], threshold, tile, block, tensor_only
+            )
             kept.append(index[greedy])
     small = torch.nonzero(counts <= small_group).squeeze(1)
     small = small[torch.sort(counts[small], stable=True).indices]
@@ -229,8 +270,11 @@ def batched_nms(
         ):
             last += 1
         batch = small[first:last]
+        batch_starts, batch_counts = starts[batch], counts[batch]
         kept.append(
-            _per_group(boxes, order, starts[batch], counts[batch], threshold, block)
+            _per_group(
+                boxes, order, batch_starts, batch_counts, threshold, block, tensor_only
+            )
         )
         first = last
     return torch.cat(kept) if kept else _empty_indices(boxes.device)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -43,6 +44,22 @@ __all__ = ["CLS_LOSSES", "DET_BOX_LOSSES", "DetectorConfig", "TinyDetector"]
 
 CLS_LOSSES = ("focal", "ce", "hard_negatives")
 DET_BOX_LOSSES = ("smooth_l1", "giou")
+
+
+def positives(foreground: torch.Tensor) -> torch.Tensor:
+    """The losses' normaliser: positive anchors in ``foreground`` (bool), at least 1.
+
+    Under DistributedDataParallel each process holds a shard of the batch and
+    DDP averages their gradients. Dividing each shard's loss by the whole batch's
+    count (summed over the processes) over the number of processes makes that
+    average the gradient of the whole batch's loss, as in one process. Done only
+    while gradients are being computed, when every process takes the same step.
+    """
+    count = foreground.sum()
+    if not (dist.is_available() and dist.is_initialized() and torch.is_grad_enabled()):
+        return count.clamp(min=1)
+    dist.all_reduce(count)
+    return count.clamp(min=1) / dist.get_world_size()
 
 
 @dataclass(frozen=True)
@@ -304,12 +321,13 @@ class TinyDetector(ConfiguredModule):
 
         Returns:
             ``{'loss_cls', 'loss_box'}``: sums over anchors divided by the number of
-            positive (foreground) anchors in the batch, at least 1.
+            positive (foreground) anchors in the batch, at least 1 (see
+            :func:`positives`).
         """
         matched = self.assign(anchors, targets)  # [B, N]
         foreground = matched >= 0
         valid = matched != Matcher.BETWEEN_THRESHOLDS
-        num_pos = foreground.sum().clamp(min=1)
+        num_pos = positives(foreground)
         gt_labels, gt_boxes = self.matched_targets(matched, targets)
 
         # classification against a one-hot target (all zeros for background anchors)
