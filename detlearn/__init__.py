@@ -3,11 +3,14 @@
 
 Layers (imports only point down)::
 
-    viz, train                      presentation and loops
+    __main__                        the command line (also under torchrun)
+    train                           fit loop, evaluation helpers, checkpoints
+    distributed                     torchrun process groups, shards, BatchNorm
     models                          nn.Modules built from the blocks below
-    evaluate, data                  COCO metrics, synthetic scenes
-    nms, losses, anchors            detection building blocks
-    boxes, _checks                  box geometry, input validation
+    evaluate, data, viz, windows    COCO metrics, datasets, pictures, sliding windows
+    coco_data, nms, losses,         COCO folders, detection building blocks
+      anchors, roi
+    boxes, _checks, _kernels        box geometry, input validation, fast kernels
 
 Import what you need from its module, e.g. ``from detlearn.boxes import box_iou``.
 """
