@@ -327,7 +327,7 @@ class TinyDetector(ConfiguredModule):
         matched = self.assign(anchors, targets)  # [B, N]
         foreground = matched >= 0
         valid = matched != Matcher.BETWEEN_THRESHOLDS
-        num_pos = positives(foreground)
+        num_pos = positives(foreground)  # of the whole batch, also under torchrun
         gt_labels, gt_boxes = self.matched_targets(matched, targets)
 
         # classification against a one-hot target (all zeros for background anchors)
