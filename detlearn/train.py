@@ -34,6 +34,7 @@ from detlearn.models import (
     Classifier,
     Localizer,
     TinyDetector,
+    TwoStageDetector,
     detect_views,
     dihedral,
 )
@@ -67,6 +68,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "Classifier": Classifier,
     "Localizer": Localizer,
     "TinyDetector": TinyDetector,
+    "TwoStageDetector": TwoStageDetector,
 }
 CHECKPOINT_NAME = "checkpoint.pt"
 Target = dict[str, torch.Tensor]

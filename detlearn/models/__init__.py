@@ -3,11 +3,14 @@
 * :class:`Classifier` (chapter 2): backbone -> global pooling -> linear -> logits.
 * :class:`Localizer` (chapter 4): one object's class and box, multi-task loss.
 * :class:`TinyDetector` (chapter 11): single-stage anchor-based detector.
+* :class:`TwoStageDetector` (chapter 13): a TinyDetector whose detections a second
+  stage (RoIAlign, :class:`RoIHead`) classifies and regresses again.
 * :func:`dihedral` and :func:`detect_views`: the 8 flips and transpositions of
   a square image, for augmentation and test-time augmentation.
 
 Each keeps its settings in one frozen dataclass, ``model.config``
-(:class:`ClassifierConfig`, :class:`LocalizerConfig`, :class:`DetectorConfig`),
+(:class:`ClassifierConfig`, :class:`LocalizerConfig`, :class:`DetectorConfig`,
+:class:`TwoStageConfig`),
 checked once when it is made and saved in checkpoints as a plain dict.
 
 All follow torchvision's calling convention: in training mode
@@ -20,6 +23,7 @@ from detlearn.models.classifier import Classifier, ClassifierConfig
 from detlearn.models.detector import DetectorConfig, TinyDetector
 from detlearn.models.heads import BoxHead, ClassificationHead, DenseHead
 from detlearn.models.localizer import Localizer, LocalizerConfig
+from detlearn.models.two_stage import RoIHead, TwoStageConfig, TwoStageDetector
 from detlearn.models.views import detect_views, dihedral
 
 __all__ = [
@@ -32,7 +36,10 @@ __all__ = [
     "DetectorConfig",
     "Localizer",
     "LocalizerConfig",
+    "RoIHead",
     "TinyDetector",
+    "TwoStageConfig",
+    "TwoStageDetector",
     "conv_bn_relu",
     "detect_views",
     "dihedral",
