@@ -393,6 +393,7 @@ def _training_set(
         images, targets = dataset.materialize()
     else:
         items = [dataset[i] for i in range(len(dataset))]
+        _check_one_size(items)
         images = torch.stack([image for image, _ in items]) if items else torch.zeros(0)
         targets = [target for _, target in items]
     if len(images) == 0:
@@ -406,6 +407,24 @@ def _training_set(
         for t in targets
     ]
     return images, targets
+
+
+def _check_one_size(items: Sequence[tuple[torch.Tensor, Target]]) -> None:
+    """Require images of one size: :func:`fit` stacks them into one tensor."""
+
+    def describe(i: int) -> str:
+        image, target = items[i]
+        image_id = (
+            f" (image_id {int(target['image_id'])})" if "image_id" in target else ""
+        )
+        return f"dataset[{i}]{image_id} is {'x'.join(map(str, image.shape[-2:]))}"
+
+    for k, (image, _) in enumerate(items):
+        if image.shape != items[0][0].shape:
+            raise ValueError(
+                "dataset images must all have one size to be stacked for training, "
+                f"got {describe(0)} and {describe(k)} (height x width)"
+            )
 
 
 def _batches(
@@ -488,7 +507,9 @@ def predict(
     eval mode. ``views > 1`` (detectors only) merges the detections of that many
     views of each image (see :func:`~detlearn.models.detect_views`). ``shard``:
     under torchrun, each process predicts every P-th item and every process gets
-    all predictions back, in order (all processes must call it).
+    all predictions back, in order (all processes must call it). Images of
+    different sizes are legal: each run of consecutive items of one size goes
+    through the model as one batch (of at most ``batch_size`` images).
     """
     if views != 1 and not isinstance(model, TinyDetector):
         raise ValueError("views > 1 is for detectors (TinyDetector) only")
@@ -501,13 +522,27 @@ def predict(
     predictions, targets = [], []
     for start in range(0, len(indices), batch_size):
         items = [dataset[i] for i in indices[start : start + batch_size]]
-        images = torch.stack([image for image, _ in items]).to(device)
-        outputs = model(images) if views == 1 else detect_views(model, images, views)
-        predictions += [{k: v.cpu() for k, v in out.items()} for out in outputs]
+        for run in _same_size_runs([image for image, _ in items]):
+            images = torch.stack(run).to(device)
+            outputs = (
+                model(images) if views == 1 else detect_views(model, images, views)
+            )
+            predictions += [{k: v.cpu() for k, v in out.items()} for out in outputs]
         targets += [target for _, target in items]
     if world.size > 1:
         predictions, targets = map(distributed.gather_shards, (predictions, targets))
     return predictions, targets
+
+
+def _same_size_runs(images: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Split a list of images, in order, into runs of one size (one batch each)."""
+    runs: list[list[torch.Tensor]] = []
+    for image in images:
+        if runs and runs[-1][0].shape == image.shape:
+            runs[-1].append(image)
+        else:
+            runs.append([image])
+    return runs
 
 
 def evaluate_model(
