@@ -111,6 +111,13 @@ def make_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="training scenes (default: the task's recipe); not with --data",
     )
+    train.add_argument(
+        "--model",
+        choices=("tiny", "two-stage"),
+        help="detect only: the detector to train, TinyDetector (tiny) or "
+        "TwoStageDetector (two-stage, about 3 times slower per step; default: "
+        "the recipe's)",
+    )
     _coco_options(train, "train on", "--data", "--images")
     _coco_options(
         train,
@@ -266,7 +273,7 @@ def _check_options(args: argparse.Namespace) -> str | None:
             if getattr(args, given) is not None and getattr(args, needed) is None:
                 return f"{_flag(given)} needs {_flag(needed)}"
     if args.command == "train" and args.task != "detect":
-        for name in ("data", "val_data"):
+        for name in ("data", "val_data", "model"):
             if getattr(args, name) is not None:
                 return f"{_flag(name)} is for the detect task, not {args.task}"
     if args.command in ("train", "evaluate") and args.data is not None:
@@ -338,7 +345,9 @@ def train_in(world, args: argparse.Namespace) -> None:
                 f"{_describe(**categories)}"
             )
     seed_everything(args.seed)
-    model = build_model(args.task, len(data["classes"]), **model_size)
+    model = build_model(
+        args.task, len(data["classes"]), detector=args.model, **model_size
+    )
     budget = {"epochs": args.epochs, "steps": args.steps, "seconds": args.seconds}
     budget = {k: v for k, v in budget.items() if v is not None} or {
         "epochs": recipe.epochs

@@ -40,6 +40,7 @@ from detlearn.models import (
 )
 
 __all__ = [
+    "DETECTORS",
     "RECIPES",
     "History",
     "Recipe",
@@ -124,17 +125,35 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# The detectors `build_model("detect", ..., detector=...)` can build.
+DETECTORS = {"tiny": "TinyDetector", "two-stage": "TwoStageDetector"}
+
+
 def build_model(
-    task: str, num_classes: int, image_size: int = 96, **kwargs
+    task: str,
+    num_classes: int,
+    image_size: int = 96,
+    detector: str | None = None,
+    **kwargs,
 ) -> nn.Module:
     """The model for ``task`` (``"classify"``, ``"localize"`` or ``"detect"``).
 
-    ``kwargs`` go to the model's constructor, over the recipe's ``model_kwargs``;
-    the localizer also gets ``image_size``.
+    ``detector`` (detect only) picks another detector than the recipe's, by a
+    key of :data:`DETECTORS` (``"tiny"`` or ``"two-stage"``). ``kwargs`` go to
+    the model's constructor, over the recipe's ``model_kwargs``; the localizer
+    also gets ``image_size``.
     """
     if task not in RECIPES:
         raise ValueError(f"task must be one of {list(RECIPES)}, got {task!r}")
-    model_class = MODELS[RECIPES[task].model]
+    name = RECIPES[task].model
+    if detector is not None:
+        if task != "detect" or detector not in DETECTORS:
+            raise ValueError(
+                f"detector must be one of {list(DETECTORS)} for the detect task, "
+                f"got {detector!r} for {task!r}"
+            )
+        name = DETECTORS[detector]
+    model_class = MODELS[name]
     kwargs = {**dict(RECIPES[task].model_kwargs), **kwargs}
     if model_class is Localizer:
         kwargs.setdefault("image_size", image_size)

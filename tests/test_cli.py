@@ -67,6 +67,26 @@ def test_coco_files_give_the_printed_numbers(detect_run):
         assert metrics[key] == pytest.approx(value, abs=1e-5), key
 
 
+def test_train_and_evaluate_the_two_stage_detector(tmp_path):
+    code, out, err = run(
+        "train", "detect", "--model", "two-stage", "--steps", 3, "--num-images", 16,
+        "--batch-size", 8, "--quiet", "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert code == 0, err
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["model"] == "TwoStageDetector"
+    accept_every_score(tmp_path / "run")
+    code, out, err = run(
+        "evaluate", tmp_path / "run", "--num-images", 6, "--coco-out", tmp_path / "coco"
+    )
+    assert code == 0, err
+    metrics = json.loads(out)
+    num_images, stats = pycocotools_stats(tmp_path / "coco")
+    assert num_images == 6
+    for key, value in zip(COCO_KEYS, stats, strict=True):
+        assert metrics[key] == pytest.approx(value, abs=1e-5), key
+
+
 def test_evaluate_with_several_views(detect_run):
     root, _ = detect_run
     args = ("evaluate", root / "run", "--num-images", 20)
@@ -125,6 +145,8 @@ def test_default_evaluation_seed_is_held_out(tmp_path):
         (["train", "detect", "--epochs", "1", "--seconds", "5"], 2, "not allowed"),
         (["evaluate", ".", "--num-images", "0"], 2, "--num-images"),
         (["train", "detect", "--seed", "-1"], 2, "--seed"),
+        (["train", "detect", "--model", "three-stage"], 2, "--model"),
+        (["train", "classify", "--model", "two-stage"], 2, "detect task"),
         ([], 2, "required"),
     ],
 )
