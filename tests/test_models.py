@@ -526,3 +526,141 @@ def test_detector_reads_tensor_values_only_at_its_entry(training, monkeypatch):
         with torch.no_grad():
             model(images)
         assert calls == []
+
+
+# -- images of different sizes -------------------------------------------------------
+
+
+def test_detector_output_is_its_steps_output_when_nothing_is_resized_or_padded():
+    """Without min_size/max_size, images whose sides are multiples of the largest
+    stride go through unchanged: forward equals its steps called on the batch."""
+    torch.manual_seed(0)
+    model = TinyDetector(3, score_thresh=0.0).eval()
+    images, targets = batch("detect", n=2)
+    size = (SIZE, SIZE)
+    with torch.no_grad():
+        logits, deltas = model.predict_raw(images)
+        expected = model.postprocess(logits, deltas, model.anchors_for(size), size)
+        for inputs in (images, list(images)):
+            for a, b in zip(model(inputs), expected, strict=True):
+                assert all(torch.equal(a[k], b[k]) for k in ("boxes", "labels", "scores"))
+    model.train()
+    torch.manual_seed(1)
+    losses = model(list(images), targets)
+    torch.manual_seed(1)
+    logits, deltas = model.predict_raw(images)
+    cat = torch.cat
+    expected = model.compute_loss(
+        cat(logits, 1), cat(deltas, 1), cat(model.anchors_for(size)), targets
+    )
+    assert all(torch.equal(losses[k], expected[k]) for k in expected)
+
+
+def test_detector_takes_images_of_different_sizes():
+    torch.manual_seed(0)
+    model = TinyDetector(3, score_thresh=0.0)
+    (a, b), (ta, tb) = batch("detect", n=2)
+    images = [a, b[:, :48, :40]]  # 64 x 64 and 48 x 40, padded to 64 x 64
+    tb = {"boxes": torch.tensor([[5.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([1])}
+    for min_size, max_size in [(None, None), (80, 100)]:
+        model.min_size, model.max_size = min_size, max_size
+        losses = model.train()(images, [ta, tb])
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        with torch.no_grad():
+            outputs = model.eval()(images)
+        for out, (h, w) in zip(outputs, [(64, 64), (48, 40)], strict=True):
+            assert len(out["boxes"]) > 0
+            assert (out["boxes"] >= 0).all()
+            assert (out["boxes"][:, 0::2] <= w).all() and (out["boxes"][:, 1::2] <= h).all()
+
+
+def test_detector_resizes_targets_with_their_images():
+    """min_size resizes the images and moves the boxes with them: the losses equal
+    those of the resized images and boxes given as they are."""
+    from detlearn.models.transform import resize_image, resize_targets
+
+    torch.manual_seed(0)
+    images, targets = batch("detect", n=2)
+    big = [resize_image(image, (96, 96)) for image in images]
+    big_targets = resize_targets(targets, [(SIZE, SIZE)] * 2, [(96, 96)] * 2)
+    model = TinyDetector(3, min_size=SIZE).train()
+    torch.manual_seed(1)
+    losses = model(big, big_targets)
+    model.min_size = None
+    small = torch.stack([resize_image(image, (SIZE, SIZE)) for image in big])
+    torch.manual_seed(1)
+    small_targets = resize_targets(big_targets, [(96, 96)] * 2, [(SIZE, SIZE)] * 2)
+    expected = model(small, small_targets)
+    for k in expected:
+        torch.testing.assert_close(losses[k], expected[k])
+
+
+def truthful_head(model, truth):
+    """predict_raw for ``model``: on each object's best anchor of the batch it is
+    given, the deltas that encode the object and a high score; low scores elsewhere.
+    ``truth(batch)`` gives the boxes and labels per image, in the batch's pixels."""
+
+    def predict_raw(images):
+        anchors = model.anchors_for(tuple(images.shape[-2:]))
+        logits = [torch.full((len(images), len(a), 3), -10.0) for a in anchors]
+        deltas = [torch.zeros(len(images), len(a), 4) for a in anchors]
+        first_row = torch.tensor([0] + [len(a) for a in anchors]).cumsum(0)
+        for b, target in enumerate(truth(images)):
+            best = box_iou(target["boxes"], torch.cat(anchors)).argmax(dim=1)
+            for box, label, n in zip(target["boxes"], target["labels"], best, strict=True):
+                level = int((n >= first_row[1:]).sum())
+                row = int(n - first_row[level])
+                logits[level][b, row, label] = 10.0
+                deltas[level][b, row] = encode_boxes(
+                    box[None], anchors[level][row][None], model.box_weights
+                )[0]
+        return logits, deltas
+
+    return predict_raw
+
+
+def test_detector_returns_boxes_in_each_original_image(monkeypatch):
+    """A head that predicts the truth on the resized, padded batch: the detections
+    come back in each original image's pixels (x 1.5 for an image upscaled by 1.5,
+    which min_size brings back to 64 pixels, next to a wider image)."""
+    model = TinyDetector(3, min_size=SIZE, max_size=200).eval()
+    truth = TRUTH[0]
+    images = [torch.zeros(3, 96, 96), torch.zeros(3, 96, 144)]  # -> 64x64, 64x96
+    monkeypatch.setattr(model, "predict_raw", truthful_head(model, lambda batch: [truth, truth]))
+    outputs = model(images)
+    for out, scale in zip(outputs, [1.5, 1.5], strict=True):
+        order, expected = out["labels"].argsort(), truth["labels"].argsort()
+        assert torch.equal(out["labels"][order], truth["labels"][expected])
+        torch.testing.assert_close(
+            out["boxes"][order], truth["boxes"][expected] * scale, atol=1e-4, rtol=0
+        )
+
+
+def test_trained_detector_finds_the_same_boxes_on_an_upscaled_padded_scene():
+    """A scene upscaled by 1.5 and padded next to a larger image: with min_size
+    the detector finds the same objects, scaled by 1.5, to within a pixel."""
+    from detlearn.models.transform import resize_image
+
+    torch.manual_seed(0)
+    images, targets = batch("detect", n=4, seed=3)
+    model = TinyDetector(3, score_thresh=0.5)
+    overfit(model, images, targets, steps=150)
+    model.eval()
+    with torch.no_grad():
+        expected = model(images[:1])[0]
+        model.min_size, model.max_size = SIZE, 4 * SIZE
+        up = resize_image(images[0], (96, 96))
+        out = model([up, torch.rand(3, 96, 160)])[0]
+    assert len(out["boxes"]) == len(expected["boxes"]) == len(targets[0]["boxes"])
+    iou = box_iou(out["boxes"] / 1.5, expected["boxes"])
+    best = iou.max(0)
+    assert (best.values > 0.9).all()
+    assert ((out["boxes"][best.indices] / 1.5 - expected["boxes"]).abs() < 1.0).all()
+
+
+def test_detector_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="min_size"):
+        TinyDetector(3, min_size=0)
+    with pytest.raises(ValueError, match="max_size must be >= min_size"):
+        TinyDetector(3, min_size=100, max_size=50)

@@ -186,3 +186,35 @@ def test_training_needs_targets():
 @pytest.mark.parametrize("obj", [TwoStageDetector.roi_loss, roi_targets])
 def test_shown_code_reads_whole(obj):
     assert_reads_whole(obj)
+
+
+# -- images of different sizes (with the patch to TwoStageDetector.forward) ----------
+
+
+def test_takes_images_of_different_sizes():
+    (a, b), targets = batch(2)
+    images = [a, b[:, :64, :80]]  # 96 x 96 and 64 x 80
+    targets[1] = {"boxes": torch.tensor([[5.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([1])}
+    for min_size, max_size in [(None, None), (64, 120)]:
+        model = small_model(
+            score_thresh=0.0, roi_score_thresh=0.0, min_size=min_size, max_size=max_size
+        )
+        losses = model.train()(images, targets)
+        assert set(losses) == LOSSES and all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        model.eval()
+        for first_stage_only in (True, False):
+            model.first_stage_only = first_stage_only
+            with torch.no_grad():
+                outputs = model(images)
+            for out, (h, w) in zip(outputs, [(96, 96), (64, 80)], strict=True):
+                assert len(out["boxes"]) > 0 and (out["boxes"] >= 0).all()
+                assert (out["boxes"][:, 0::2] <= w).all() and (out["boxes"][:, 1::2] <= h).all()
+
+
+def test_same_size_images_give_what_the_batch_gives():
+    images, _ = batch(2)
+    model = small_model(roi_score_thresh=0.0).eval()
+    with torch.no_grad():
+        for a, b in zip(model(images), model(list(images)), strict=True):
+            assert all(torch.equal(a[k], b[k]) for k in ("boxes", "labels", "scores"))

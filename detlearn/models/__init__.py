@@ -7,6 +7,9 @@
   stage (RoIAlign, :class:`RoIHead`) classifies and regresses again.
 * :func:`dihedral` and :func:`detect_views`: the 8 flips and transpositions of
   a square image, for augmentation and test-time augmentation.
+* :func:`resize_and_pad` and :func:`restore_boxes` (:mod:`detlearn.models.transform`):
+  how the detectors batch images of different sizes and give boxes back in each
+  image's own pixels.
 
 Each keeps its settings in one frozen dataclass, ``model.config``
 (:class:`ClassifierConfig`, :class:`LocalizerConfig`, :class:`DetectorConfig`,
@@ -23,6 +26,7 @@ from detlearn.models.classifier import Classifier, ClassifierConfig
 from detlearn.models.detector import DetectorConfig, TinyDetector
 from detlearn.models.heads import BoxHead, ClassificationHead, DenseHead
 from detlearn.models.localizer import Localizer, LocalizerConfig
+from detlearn.models.transform import resize_and_pad, restore_boxes
 from detlearn.models.two_stage import RoIHead, TwoStageConfig, TwoStageDetector
 from detlearn.models.views import detect_views, dihedral
 
@@ -43,4 +47,6 @@ __all__ = [
     "conv_bn_relu",
     "detect_views",
     "dihedral",
+    "resize_and_pad",
+    "restore_boxes",
 ]

@@ -111,7 +111,9 @@ def to_batch(images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     """Images as one float tensor ``[B, 3, H, W]``.
 
     Accepts a ``[B, 3, H, W]`` tensor or a list of ``[3, H, W]`` tensors of one size
-    (torchvision's detection models take lists; ours batch them without resizing).
+    (torchvision's detection models take lists). The detectors take images of
+    different sizes too: they batch them with
+    :func:`detlearn.models.transform.resize_and_pad` instead.
     """
     images = _checks.images(images)
     if isinstance(images, torch.Tensor):

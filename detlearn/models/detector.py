@@ -38,6 +38,12 @@ from detlearn.models.backbone import (
     to_batch,
 )
 from detlearn.models.heads import DenseHead
+from detlearn.models.transform import (
+    image_sizes,
+    resize_and_pad,
+    resize_targets,
+    restore_boxes,
+)
 from detlearn.nms import batched_nms, box_voting
 
 __all__ = ["CLS_LOSSES", "DET_BOX_LOSSES", "DetectorConfig", "TinyDetector"]
@@ -107,6 +113,12 @@ class DetectorConfig:
             at least this IoU (:func:`detlearn.nms.box_voting`); ``None`` returns
             the boxes NMS kept as they are.
         prior_prob: initial foreground probability of every class score.
+        min_size, max_size: if set, each image is first resized (aspect ratio
+            kept) so that its shorter side is ``min_size`` pixels and its longer
+            side at most ``max_size``, as torchvision's detectors do (see
+            :func:`detlearn.models.transform.resized_size`); ``None`` (the
+            default) keeps every image's size. Detections come back in each
+            original image's pixels either way.
 
     Sequences are stored as tuples and numbers as floats, so a config read
     back from a checkpoint (lists) equals the one saved.
@@ -132,6 +144,8 @@ class DetectorConfig:
     detections_per_img: int = 100
     voting_thresh: float | None = None
     prior_prob: float = 0.01
+    min_size: int | None = None
+    max_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.cls_loss not in CLS_LOSSES:
@@ -157,6 +171,15 @@ class DetectorConfig:
                 f"prior_prob must be strictly between 0 and 1, got {prior}"
             )
         voting = self.voting_thresh
+        min_size, max_size = self.min_size, self.max_size
+        if min_size is not None:
+            min_size = _checks.positive_int(min_size, "min_size")
+        if max_size is not None:
+            max_size = _checks.positive_int(max_size, "max_size")
+        if min_size is not None and max_size is not None and max_size < min_size:
+            raise ValueError(
+                f"max_size must be >= min_size, got {max_size} < {min_size}"
+            )
         if voting is not None:
             voting = _checks.threshold(voting, "voting_thresh")
         set_fields(
@@ -189,6 +212,8 @@ class DetectorConfig:
             ),
             voting_thresh=voting,
             prior_prob=prior,
+            min_size=min_size,
+            max_size=max_size,
         )
 
 
@@ -436,11 +461,16 @@ class TinyDetector(ConfiguredModule):
         images: torch.Tensor | Sequence[torch.Tensor],
         targets: Sequence[dict[str, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        batch = to_batch(images)
+        # one batch: images resized if min_size/max_size are set, padded at the
+        # bottom and right to a multiple of the largest stride
+        stride = self.strides[-1]
+        batch, sizes = resize_and_pad(images, self.min_size, self.max_size, stride)
+        originals = image_sizes(images)
         if self.training:
             targets = check_targets(
                 targets, len(batch), ["boxes", "labels"], batch.device
             )
+            targets = resize_targets(targets, originals, sizes)
         # The inputs are checked: the blocks below need not re-read the values of
         # tensors the model computes itself (on a GPU each such check waits for it).
         with _checks.trusted():
@@ -453,4 +483,7 @@ class TinyDetector(ConfiguredModule):
                     torch.cat(anchors),
                     targets,
                 )
-            return self.postprocess(logits, deltas, anchors, tuple(batch.shape[-2:]))
+            detections = self.postprocess(
+                logits, deltas, anchors, tuple(batch.shape[-2:])
+            )
+            return restore_boxes(detections, sizes, originals)

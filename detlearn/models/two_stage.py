@@ -31,8 +31,14 @@ from detlearn._kernels.boxes import box_iou
 from detlearn.anchors import decode_boxes, encode_boxes
 from detlearn.boxes import clip_boxes_to_image
 from detlearn.losses import smooth_l1_loss
-from detlearn.models.backbone import check_targets, conv_bn_relu, set_fields, to_batch
+from detlearn.models.backbone import check_targets, conv_bn_relu, set_fields
 from detlearn.models.detector import DetectorConfig, TinyDetector
+from detlearn.models.transform import (
+    image_sizes,
+    resize_and_pad,
+    resize_targets,
+    restore_boxes,
+)
 from detlearn.nms import batched_nms
 from detlearn.roi import roi_align
 
@@ -473,11 +479,14 @@ class TwoStageDetector(TinyDetector):
         images: torch.Tensor | Sequence[torch.Tensor],
         targets: Sequence[dict[str, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        batch = to_batch(images)
+        stride = self.strides[-1]  # as TinyDetector.forward
+        batch, sizes = resize_and_pad(images, self.min_size, self.max_size, stride)
+        originals = image_sizes(images)
         if self.training:
             targets = check_targets(
                 targets, len(batch), ["boxes", "labels"], batch.device
             )
+            targets = resize_targets(targets, originals, sizes)
         image_size = tuple(batch.shape[-2:])
         with _checks.trusted():
             maps = self.stage_features(batch)
@@ -512,12 +521,13 @@ class TwoStageDetector(TinyDetector):
                 }
             detections = self.postprocess(logits, deltas, anchors, image_size)
             if self.first_stage_only:
-                return detections
+                return restore_boxes(detections, sizes, originals)
             proposals = [d["boxes"][: self.roi_proposals_per_img] for d in detections]
             proposals = [p[(p[:, 2:] - p[:, :2] >= 1).all(1)] for p in proposals]
             roi_logits, roi_deltas, iou_logits = self.roi_head(
                 self.pool(batch, maps, proposals)
             )
-            return self.refine(
+            detections = self.refine(
                 proposals, roi_logits, roi_deltas, iou_logits, image_size
             )
+            return restore_boxes(detections, sizes, originals)
