@@ -38,8 +38,15 @@ import torch
 from detlearn.__main__ import EVAL_SEED  # the command line's held-out seed
 from detlearn.data import ShapesDataset
 from detlearn.evaluate import average_precision, coco_evaluate, precision_recall_curves
-from detlearn.models import TinyDetector, TwoStageDetector
-from detlearn.train import RECIPES, build_model, evaluate_model, fit, predict, seed_everything
+from detlearn.train import (
+    DETECTORS,
+    RECIPES,
+    build_model,
+    evaluate_model,
+    fit,
+    predict,
+    seed_everything,
+)
 
 # task, seconds, held-out images, {metric: minimum} (an empty dict: reported only)
 RUNS = [
@@ -55,12 +62,9 @@ SHOWN = {
     "detect": ("AP", "AP50", "AP75", "APs", "APm", "AP 8 views", "AP50 8 views"),
 }
 
-# --compare: the two detectors, each trained with the detect recipe's data, batch,
-# learning rate and augmentation; only the model and its settings differ.
-DETECTORS = {
-    "tiny": (TinyDetector, dict(RECIPES["detect"].model_kwargs)),
-    "two-stage": (TwoStageDetector, {}),  # TwoStageConfig's defaults
-}
+# --compare: the detectors of detlearn.train.DETECTORS, each trained with the detect
+# recipe's data, batch, learning rate and augmentation; only the model and its
+# settings differ.
 COMPARE_SECONDS = (60, 120)
 COMPARE_SEEDS = (0, 1)
 COMPARE_SHOWN = ("AP", "AP50", "AP75", "AP90", "AP95")
@@ -110,8 +114,7 @@ def run_detector(name: str, seconds: float | None, steps: int | None, seed: int,
     recipe = RECIPES["detect"]
     train = ShapesDataset(recipe.num_images, seed=seed)
     seed_everything(seed)
-    model_class, kwargs = DETECTORS[name]
-    model = model_class(train.num_classes, **kwargs)
+    model = build_model("detect", train.num_classes, detector=name)
     history = fit(
         model,
         train,

@@ -8,10 +8,18 @@ import pytest
 import torch
 
 from detlearn.data import ShapesDataset
-from detlearn.models import Classifier, Localizer, TinyDetector, detect_views, dihedral
+from detlearn.models import (
+    Classifier,
+    Localizer,
+    TinyDetector,
+    TwoStageDetector,
+    detect_views,
+    dihedral,
+)
 from detlearn.train import (
-    RECIPES,
+    DETECTORS,
     History,
+    _training_set,
     build_model,
     evaluate_model,
     fit,
@@ -22,6 +30,7 @@ from detlearn.train import (
     save_checkpoint,
     seed_everything,
     train_step,
+    transformed,
 )
 
 SIZE = 64
@@ -295,10 +304,16 @@ def test_checkpoint_stores_the_config_as_a_dict_and_loads_older_ones(tmp_path):
 def test_build_model():
     assert isinstance(build_model("classify", 3), Classifier)
     assert build_model("localize", 3, 64).image_size == 64
-    assert isinstance(build_model("detect", 3), TinyDetector)
-    recipe_voting = dict(RECIPES["detect"].model_kwargs)["voting_thresh"]
-    assert build_model("detect", 3).voting_thresh == recipe_voting is not None
-    assert build_model("detect", 3, voting_thresh=None).voting_thresh is None  # kwargs win
+    assert type(build_model("detect", 3)) is TwoStageDetector  # the recipe's
+    tiny = build_model("detect", 3, detector="tiny")
+    assert type(tiny) is TinyDetector
+    assert tiny.voting_thresh == DETECTORS["tiny"][1]["voting_thresh"] is not None
+    assert build_model("detect", 3, detector="tiny", voting_thresh=None).voting_thresh is None
+    assert type(build_model("detect", 3, detector="two-stage")) is TwoStageDetector
+    with pytest.raises(ValueError, match="detector"):
+        build_model("classify", 3, detector="tiny")
+    with pytest.raises(ValueError, match="detector"):
+        build_model("detect", 3, detector="three-stage")
     with pytest.raises(ValueError, match="task"):
         build_model("segment", 3)
     assert math.isclose(lr_at(0.5, 2.0, warmup=0.0), 1.0)
@@ -395,3 +410,75 @@ class TestCuda:
             assert records[1][name] == pytest.approx(value, rel=1e-3), name
         for name, value in cpu.state_dict().items():
             torch.testing.assert_close(gpu.state_dict()[name].cpu(), value, rtol=1e-3, atol=1e-4)
+
+
+# -- images of different sizes and box-aware augmentation ------------------------------
+
+
+def rectangle_image(size, box):
+    """A black ``[3, H, W]`` image with a white filled rectangle at ``box`` (xyxy)."""
+    image = torch.zeros(3, *size)
+    x1, y1, x2, y2 = box
+    image[:, y1:y2, x1:x2] = 1.0
+    return image
+
+
+def test_fit_pads_images_of_different_sizes():
+    small = rectangle_image((64, 80), (10, 20, 30, 40))
+    large = rectangle_image((96, 96), (50, 40, 90, 70))
+    dataset = [
+        (small, {"boxes": torch.tensor([[10.0, 20, 30, 40]]), "labels": torch.tensor([1])}),
+        (large, {"boxes": torch.tensor([[50.0, 40, 90, 70]]), "labels": torch.tensor([0])}),
+    ]
+    images, targets = _training_set(dataset, torch.device("cpu"))
+    assert images.shape == (2, 3, 96, 96)
+    assert torch.equal(images[0, :, :64, :80], small) and images[0, :, 64:].eq(0).all()
+    assert torch.equal(images[1], large)
+    assert torch.equal(targets[0]["boxes"], dataset[0][1]["boxes"])  # padding moves none
+    history = fit(TinyDetector(2), dataset * 4, steps=2, batch_size=4, progress=False)
+    assert history.steps == 2 and all(math.isfinite(v) for v in history.loss())
+
+
+def test_transformed_moves_the_boxes_with_the_pixels():
+    from torchvision.transforms import v2
+
+    box = (10, 20, 30, 40)
+    images = torch.stack([rectangle_image((48, 64), box)] * 2)
+    targets = [{"boxes": torch.tensor([[10.0, 20, 30, 40]]), "labels": torch.tensor([2])}] * 2
+    flipped, out = transformed(images, targets, v2.RandomHorizontalFlip(p=1.0))
+    assert torch.equal(flipped, images.flip(-1))
+    for target in out:  # the flipped rectangle, still tight: x from 64 - 30 to 64 - 10
+        assert torch.equal(target["boxes"], torch.tensor([[34.0, 20, 54, 40]]))
+        assert target["labels"].tolist() == [2]
+    # a crop that keeps the rectangle's right part only, and one that misses it
+    cropped, out = transformed(
+        images[:1],
+        targets[:1],
+        lambda image, t: (
+            v2.functional.crop(image, 0, 20, 48, 44),
+            {**t, "boxes": v2.functional.crop(t["boxes"], 0, 20, 48, 44)},
+        ),
+    )
+    assert cropped.shape == (1, 3, 48, 44)
+    assert torch.equal(out[0]["boxes"], torch.tensor([[0.0, 20, 10, 40]]))
+    gone, out = transformed(
+        images[:1],
+        targets[:1],
+        lambda image, t: (
+            v2.functional.crop(image, 0, 40, 48, 24),
+            {**t, "boxes": v2.functional.crop(t["boxes"], 0, 40, 48, 24)},
+        ),
+    )
+    assert out[0]["boxes"].shape == (0, 4) and out[0]["labels"].shape == (0,)
+
+
+def test_fit_with_detection_transforms_trains():
+    from detlearn.data import detection_transforms
+
+    dataset = shapes("detect", 16)
+    seed_everything(0)
+    history = fit(
+        TinyDetector(3), dataset, steps=3, batch_size=8, progress=False,
+        transforms=detection_transforms(train=True),
+    )  # fmt: skip
+    assert history.steps == 3 and all(math.isfinite(v) for v in history.loss())
