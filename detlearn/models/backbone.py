@@ -89,12 +89,16 @@ class Backbone(nn.Module):
         self.stage_strides = tuple(stage_strides[: len(self.stages)])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
+        maps = self.stage_maps(x)
+        return [maps[stride] for stride in self.out_strides]
+
+    def stage_maps(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every built stage's map by its stride: ``{1: [B, C_0, H, W], 2: ...}``."""
+        maps = {}
         for stride, stage in zip(self.stage_strides, self.stages, strict=True):
             x = stage(x)
-            if stride in self.out_strides:
-                features.append(x)
-        return features
+            maps[stride] = x
+        return maps
 
     @staticmethod
     def feature_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]:

@@ -233,8 +233,9 @@ class TinyDetector(ConfiguredModule):
       [D, 4], 'labels': int64 [D], 'scores': float32 [D]}``, by decreasing score.
 
     ``images`` is a ``[B, 3, H, W]`` tensor or a list of ``[3, H, W]`` tensors of
-    one size. ``forward`` checks its inputs; the steps behind it trust them. The
-    steps are methods, to be read and called one by one: :meth:`anchors_for`,
+    any sizes; detections come back in each image's own pixels. ``forward`` checks
+    its inputs; the steps behind it trust them. The steps are methods, to be read
+    and called one by one: :meth:`prepare`, :meth:`anchors_for`,
     :meth:`predict_raw`, :meth:`assign`, :meth:`compute_loss`, :meth:`postprocess`.
     """
 
@@ -304,11 +305,39 @@ class TinyDetector(ConfiguredModule):
         self, images: torch.Tensor | Sequence[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per level: class logits ``[B, N_l, K]`` and box deltas ``[B, N_l, 4]``."""
-        features = self.backbone(to_batch(images))
+        return self.head_outputs(self.backbone(to_batch(images)))
+
+    def head_outputs(
+        self, features: Sequence[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The heads on the maps at ``strides``: per level logits and deltas."""
         outputs = [
             head(feature) for head, feature in zip(self.heads, features, strict=True)
         ]
         return [logits for logits, _ in outputs], [deltas for _, deltas in outputs]
+
+    def prepare(
+        self,
+        images: torch.Tensor | Sequence[torch.Tensor],
+        targets: Sequence[dict[str, torch.Tensor]] | None,
+    ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]] | None, list, list]:
+        """One batch from ``images`` and, in training, its checked targets.
+
+        The images are resized if ``min_size``/``max_size`` are set and padded at
+        the bottom and right to a multiple of the largest stride; training
+        targets are checked and resized with them. Returns ``(batch [B, 3, H, W],
+        targets, sizes, originals)``: each image's ``(H, W)`` in the batch and
+        before, for :func:`~detlearn.models.restore_boxes`.
+        """
+        stride = self.strides[-1]
+        batch, sizes = resize_and_pad(images, self.min_size, self.max_size, stride)
+        originals = image_sizes(images)
+        if self.training:
+            targets = check_targets(
+                targets, len(batch), ["boxes", "labels"], batch.device
+            )
+            targets = resize_targets(targets, originals, sizes)
+        return batch, targets, sizes, originals
 
     def assign(
         self, anchors: torch.Tensor, targets: Sequence[dict[str, torch.Tensor]]
@@ -461,16 +490,7 @@ class TinyDetector(ConfiguredModule):
         images: torch.Tensor | Sequence[torch.Tensor],
         targets: Sequence[dict[str, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        # one batch: images resized if min_size/max_size are set, padded at the
-        # bottom and right to a multiple of the largest stride
-        stride = self.strides[-1]
-        batch, sizes = resize_and_pad(images, self.min_size, self.max_size, stride)
-        originals = image_sizes(images)
-        if self.training:
-            targets = check_targets(
-                targets, len(batch), ["boxes", "labels"], batch.device
-            )
-            targets = resize_targets(targets, originals, sizes)
+        batch, targets, sizes, originals = self.prepare(images, targets)
         # The inputs are checked: the blocks below need not re-read the values of
         # tensors the model computes itself (on a GPU each such check waits for it).
         with _checks.trusted():

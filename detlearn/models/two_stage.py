@@ -31,14 +31,9 @@ from detlearn._kernels.boxes import box_iou
 from detlearn.anchors import decode_boxes, encode_boxes
 from detlearn.boxes import clip_boxes_to_image
 from detlearn.losses import smooth_l1_loss
-from detlearn.models.backbone import check_targets, conv_bn_relu, set_fields
+from detlearn.models.backbone import conv_bn_relu, set_fields
 from detlearn.models.detector import DetectorConfig, TinyDetector
-from detlearn.models.transform import (
-    image_sizes,
-    resize_and_pad,
-    resize_targets,
-    restore_boxes,
-)
+from detlearn.models.transform import restore_boxes
 from detlearn.nms import batched_nms
 from detlearn.roi import roi_align
 
@@ -253,8 +248,8 @@ class TwoStageDetector(TinyDetector):
     The second stage reads the backbone's maps *detached*: its gradients train
     its own head only, so the first stage learns as a TinyDetector does (and
     RoIAlign's backward pass is never run). The steps are methods:
-    :meth:`stage_features`, :meth:`training_proposals`, :meth:`sample_rois`,
-    :meth:`pool`, :meth:`roi_loss`, :meth:`refine`.
+    :meth:`training_proposals`, :meth:`sample_rois`, :meth:`pool`,
+    :meth:`roi_loss`, :meth:`refine`.
     """
 
     config_class = TwoStageConfig
@@ -282,16 +277,6 @@ class TwoStageDetector(TinyDetector):
         self.first_stage_only = False
 
     # -- the steps ---------------------------------------------------------------------
-
-    def stage_features(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Every backbone stage's map, by stride: ``{1: [B, C_0, H, W], 2: ...}``."""
-        maps, x = {}, images
-        for stride, stage in zip(
-            self.backbone.stage_strides, self.backbone.stages, strict=True
-        ):
-            x = stage(x)
-            maps[stride] = x
-        return maps
 
     def training_proposals(
         self,
@@ -479,22 +464,11 @@ class TwoStageDetector(TinyDetector):
         images: torch.Tensor | Sequence[torch.Tensor],
         targets: Sequence[dict[str, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        stride = self.strides[-1]  # as TinyDetector.forward
-        batch, sizes = resize_and_pad(images, self.min_size, self.max_size, stride)
-        originals = image_sizes(images)
-        if self.training:
-            targets = check_targets(
-                targets, len(batch), ["boxes", "labels"], batch.device
-            )
-            targets = resize_targets(targets, originals, sizes)
+        batch, targets, sizes, originals = self.prepare(images, targets)
         image_size = tuple(batch.shape[-2:])
         with _checks.trusted():
-            maps = self.stage_features(batch)
-            outputs = [
-                head(maps[s]) for head, s in zip(self.heads, self.strides, strict=True)
-            ]
-            logits = [out[0] for out in outputs]
-            deltas = [out[1] for out in outputs]
+            maps = self.backbone.stage_maps(batch)  # every stride, for the RoIs too
+            logits, deltas = self.head_outputs([maps[s] for s in self.strides])
             anchors = self.anchors_for(image_size, batch.device)
             if self.training:
                 logits, deltas = torch.cat(logits, 1), torch.cat(deltas, 1)
